@@ -1,0 +1,57 @@
+# facefit set-up, demo and tests. `make demo` and `make test` work on a fresh Debian machine (as root).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FACEFIT := $(VENV)/bin/facefit
+SHARED_MODEL ?= ../shared/models/ICT-FaceKit.tar.xz
+DEB_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libsuitesparse-dev libusb-1.0-0 python3-venv
+OUT ?= out
+
+.PHONY: setup demo test test-all bench system-packages venv model clean
+
+## setup: Debian packages, ./.venv with the pinned dependencies and facefit, the default model (idempotent)
+setup: system-packages venv model
+
+system-packages:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.deps-installed: requirements.txt setup.py
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -e .
+	@touch $@
+
+venv: $(VENV)/.deps-installed
+
+model: venv
+	@if $(FACEFIT) model info ict >/dev/null 2>&1; then echo "model 'ict' already installed"; \
+	elif [ -f "$(SHARED_MODEL)" ]; then $(FACEFIT) model install ict --from "$(SHARED_MODEL)"; \
+	else $(FACEFIT) model install ict; fi
+
+## demo: the main job on the built-in example (for now: the model preview with its landmarks)
+demo: setup
+	$(FACEFIT) model show ict -o $(OUT)/preview_frontal.png
+	$(FACEFIT) model show ict --yaw 45 -o $(OUT)/preview_yaw45.png
+	@echo "wrote $(OUT)/preview_frontal.png and $(OUT)/preview_yaw45.png"
+
+## test: the default (fast) test suite
+test: setup
+	$(PY) -m pytest -q tests
+
+## test-all: also the slow tests (full model install from the archive, embedding accuracy)
+test-all: setup
+	$(PY) -m pytest -q -m "slow or not slow" tests
+
+## bench: benchmarks; results go to BENCHMARKS.md by hand with the command that made them
+bench: setup
+	$(FACEFIT) bench foundation
+
+clean:
+	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -1,0 +1,1 @@
+"""The `facefit` command line (click): a thin layer over the fitter library."""

@@ -1,0 +1,70 @@
+"""OpenCV pinhole camera: model -> camera by x_c = R x + t (mm), pixels u = K x_c / z.
+
+x right, y down, z forward; pixel (0, 0) is the centre of the top-left pixel.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Camera:
+    K: np.ndarray  # (3, 3) intrinsics in pixels
+    R: np.ndarray = field(default_factory=lambda: np.eye(3))  # (3, 3) rotation model -> camera
+    t: np.ndarray = field(default_factory=lambda: np.zeros(3))  # (3,) translation, mm
+    width: int = 0
+    height: int = 0
+
+    def to_camera(self, X):
+        """(N, 3) model points -> (N, 3) camera-frame points (mm)."""
+        return np.asarray(X, float) @ self.R.T + self.t
+
+    def project(self, X):
+        """(N, 3) model points -> (N, 2) pixel coordinates (OpenCV convention)."""
+        Xc = self.to_camera(X)
+        uvw = Xc @ self.K.T
+        return uvw[:, :2] / uvw[:, 2:3]
+
+    def to_dict(self):
+        return {"K": self.K.tolist(), "R": self.R.tolist(), "t": self.t.tolist(),
+                "width": int(self.width), "height": int(self.height)}
+
+    @staticmethod
+    def from_dict(d):
+        return Camera(np.asarray(d["K"], float), np.asarray(d["R"], float), np.asarray(d["t"], float),
+                      int(d.get("width", 0)), int(d.get("height", 0)))
+
+
+def intrinsics(focal_px, width, height):
+    """K for square pixels with the principal point at the image centre ((W-1)/2, (H-1)/2)."""
+    return np.array([[focal_px, 0, (width - 1) / 2.0], [0, focal_px, (height - 1) / 2.0], [0, 0, 1.0]])
+
+
+def rotation_matrix(yaw_deg=0.0, pitch_deg=0.0, roll_deg=0.0):
+    """Rotation applied to a model in its own frame (x right, y up, z towards the viewer, as ICT).
+
+    Yaw turns about the model's vertical axis (positive: the nose moves towards +x, i.e. towards
+    the right of the image), pitch about x (positive: the nose moves up), roll about z.
+    """
+    y, p, r = np.radians([yaw_deg, pitch_deg, roll_deg])
+    Ry = np.array([[np.cos(y), 0, np.sin(y)], [0, 1, 0], [-np.sin(y), 0, np.cos(y)]])
+    Rx = np.array([[1, 0, 0], [0, np.cos(p), -np.sin(p)], [0, np.sin(p), np.cos(p)]])
+    Rz = np.array([[np.cos(r), -np.sin(r), 0], [np.sin(r), np.cos(r), 0], [0, 0, 1]])
+    return Rz @ Rx @ Ry
+
+
+# A y-up, z-towards-viewer model frame seen by an OpenCV camera looking along +z: flip y and z.
+MODEL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
+
+
+def look_at_face(center, yaw_deg, pitch_deg, distance_mm, focal_px, width, height, roll_deg=0.0):
+    """Camera that sees a y-up model (e.g. ICT) turned by yaw/pitch, with `center` on the optical axis."""
+    R = MODEL_TO_OPENCV @ rotation_matrix(yaw_deg, pitch_deg, roll_deg)
+    t = np.array([0.0, 0.0, distance_mm]) - R @ np.asarray(center, float)
+    return Camera(intrinsics(focal_px, width, height), R, t, width, height)
+
+
+def yaw_of_rotation(R):
+    """Yaw in degrees (as in rotation_matrix) of an OpenCV model->camera rotation of a y-up model."""
+    fwd = (MODEL_TO_OPENCV.T @ np.asarray(R)) @ np.array([0.0, 0.0, 1.0])
+    return float(np.degrees(np.arcsin(np.clip(fwd[0], -1.0, 1.0))))

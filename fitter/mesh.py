@@ -1,0 +1,153 @@
+"""Triangle-mesh basics: OBJ input/output, triangulation, normals, adjacency and the one Laplacian.
+
+Conventions: vertices `V (N, 3) float64` in mm, triangles `F (M, 3) int32`, UVs `UV (T, 2)` with
+their own triangles `F_uv (M, 3) int32` (OBJ style: a vertex can carry several UVs across seams).
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import scipy.sparse as sp
+
+from .errors import InputError
+
+
+@dataclass
+class ObjMesh:
+    """What an OBJ file holds. `F` and `F_uv` are triangles (polygons are fan-split)."""
+
+    V: np.ndarray
+    F: np.ndarray
+    UV: Optional[np.ndarray] = None
+    F_uv: Optional[np.ndarray] = None
+    polygon_of_triangle: Optional[np.ndarray] = None  # (M,) index of the source polygon
+
+
+def _floats(lines, prefix):
+    n = len(prefix)
+    body = b" ".join(l[n:] for l in lines if l.startswith(prefix))
+    return np.fromstring(body.decode("ascii"), sep=" ") if body else np.zeros(0)
+
+
+def read_obj_vertices(path) -> np.ndarray:
+    """Only the `v` lines of an OBJ, as (N, 3) float64 (fast path for blendshape files)."""
+    try:
+        lines = Path(path).read_bytes().split(b"\n")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    v = _floats(lines, b"v ")
+    if v.size == 0 or v.size % 3:
+        raise InputError(f"{path} has no usable 'v x y z' vertex lines")
+    return v.reshape(-1, 3)
+
+
+def read_obj(path) -> ObjMesh:
+    """Read vertices, UVs and polygons of an OBJ file; polygons are split into triangles."""
+    try:
+        lines = Path(path).read_bytes().split(b"\n")
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror}") from None
+    V = _floats(lines, b"v ")
+    if V.size == 0 or V.size % 3:
+        raise InputError(f"{path} has no usable 'v x y z' vertex lines")
+    V = V.reshape(-1, 3)
+    uv = _floats(lines, b"vt ")
+    UV = uv.reshape(-1, 2) if uv.size and uv.size % 2 == 0 else None
+    tri_v, tri_t, poly = [], [], []
+    for pi, l in enumerate(l for l in lines if l.startswith(b"f ")):
+        toks = l.split()[1:]
+        vi = [int(t.split(b"/")[0]) for t in toks]
+        ti = [int(s[1]) if len(s := t.split(b"/")) > 1 and s[1] else 0 for t in toks]
+        for k in range(1, len(vi) - 1):
+            tri_v.append((vi[0], vi[k], vi[k + 1]))
+            tri_t.append((ti[0], ti[k], ti[k + 1]))
+            poly.append(pi)
+    if not tri_v:
+        raise InputError(f"{path} has no faces")
+    F = np.asarray(tri_v, dtype=np.int64)
+    F = np.where(F < 0, F + len(V), F - 1).astype(np.int32)
+    F_uv = None
+    if UV is not None:
+        T = np.asarray(tri_t, dtype=np.int64)
+        if (T > 0).all():
+            F_uv = (T - 1).astype(np.int32)
+    if F.min() < 0 or F.max() >= len(V):
+        raise InputError(f"{path} has face indices outside its {len(V)} vertices")
+    return ObjMesh(V, F, UV if F_uv is not None else None, F_uv, np.asarray(poly, dtype=np.int32))
+
+
+def write_obj(path, V, F, UV=None, F_uv=None, mtl_name=None, material=None):
+    """Write a triangle mesh as OBJ text (atomically). 1-based indices, `v/vt` when UVs are given."""
+    from .io import write_text_atomic
+
+    out = []
+    if mtl_name:
+        out.append(f"mtllib {mtl_name}")
+    out.append("\n".join("v %.6f %.6f %.6f" % tuple(p) for p in np.asarray(V)))
+    if UV is not None:
+        out.append("\n".join("vt %.6f %.6f" % tuple(t) for t in np.asarray(UV)))
+    if material:
+        out.append(f"usemtl {material}")
+    F1 = np.asarray(F) + 1
+    if UV is not None:
+        T1 = np.asarray(F_uv) + 1
+        out.append("\n".join(f"f {a}/{d} {b}/{e} {c}/{f}" for (a, b, c), (d, e, f) in zip(F1, T1)))
+    else:
+        out.append("\n".join("f %d %d %d" % tuple(f) for f in F1))
+    write_text_atomic(path, "\n".join(out) + "\n")
+
+
+def face_normals(V, F, normalize=True):
+    """Per-triangle normals (M, 3); unnormalised length is twice the triangle area."""
+    n = np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])
+    if normalize:
+        n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-30)
+    return n
+
+
+def vertex_normals(V, F):
+    """Area-weighted vertex normals (N, 3), unit length (zero for isolated vertices)."""
+    fn = face_normals(V, F, normalize=False)
+    idx = np.asarray(F).T.ravel()  # corner k of every triangle, k = 0, 1, 2
+    vn = np.stack([np.bincount(idx, weights=np.tile(fn[:, c], 3), minlength=len(V)) for c in range(3)], axis=1)
+    return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-30)
+
+
+def adjacency(F, n_vertices) -> sp.csr_matrix:
+    """Symmetric vertex adjacency (N, N) with ones on mesh edges."""
+    i = np.concatenate([F[:, 0], F[:, 1], F[:, 2], F[:, 1], F[:, 2], F[:, 0]])
+    j = np.concatenate([F[:, 1], F[:, 2], F[:, 0], F[:, 0], F[:, 1], F[:, 2]])
+    A = sp.csr_matrix((np.ones(len(i)), (i, j)), shape=(n_vertices, n_vertices))
+    A.data[:] = 1.0
+    return A
+
+
+def uniform_laplacian(F, n_vertices) -> sp.csr_matrix:
+    """Uniform-weight Laplacian L = I - D^-1 A (ω_ij = 1/N_i), so (L V)_i = v_i - mean of its neighbours.
+
+    The project's one Laplacian: Laplacian coordinates, smoothness priors and NICP stiffness use it.
+    Isolated vertices get a zero row.
+    """
+    A = adjacency(F, n_vertices)
+    deg = np.asarray(A.sum(axis=1)).ravel()
+    inv = np.divide(1.0, deg, out=np.zeros_like(deg), where=deg > 0)
+    return (sp.diags((deg > 0).astype(float)) - sp.diags(inv) @ A).tocsr()
+
+
+def boundary_vertices(F, n_vertices) -> np.ndarray:
+    """Boolean (N,) mask of vertices on an open boundary (edges used by one triangle only)."""
+    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    uniq, counts = np.unique(e, axis=0, return_counts=True)
+    mask = np.zeros(n_vertices, bool)
+    mask[uniq[counts == 1].ravel()] = True
+    return mask
+
+
+def submesh(F, vertex_mask):
+    """Triangles whose three vertices are in `vertex_mask`, re-indexed; returns (F_sub, old_index_of_new)."""
+    keep = vertex_mask[F].all(axis=1)
+    old = np.flatnonzero(vertex_mask)
+    new_of_old = -np.ones(len(vertex_mask), np.int64)
+    new_of_old[old] = np.arange(len(old))
+    return new_of_old[F[keep]].astype(np.int32), old

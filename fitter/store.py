@@ -1,0 +1,217 @@
+"""The model store: installed models under $FACEFIT_HOME/models/<name>/ (default ~/.cache/facefit).
+
+Each installed model folder holds model.npz + model.json (fitter.model), landmarks.npz (the
+landmark embedding, fitter.embedding) and the model's licence. Installing stages everything in a
+temporary folder beside the target and renames it into place, so a failed install leaves nothing.
+"""
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.request
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from . import formats
+from .errors import InputError, ModelInstallError, ModelNotInstalledError
+from .io import write_json_atomic
+from .model import MODEL_META, MorphableModel
+
+DEFAULT_MODEL = "ict"
+
+
+def home() -> Path:
+    return Path(os.environ.get("FACEFIT_HOME") or Path.home() / ".cache" / "facefit")
+
+
+def models_dir() -> Path:
+    return home() / "models"
+
+
+def model_dir(name) -> Path:
+    return models_dir() / name
+
+
+def installed():
+    """Names of installed models."""
+    d = models_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.name for p in d.iterdir() if (p / MODEL_META).is_file() and not p.name.startswith("."))
+
+
+def sha256_file(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(name=DEFAULT_MODEL) -> MorphableModel:
+    """Load an installed model (with its landmark embedding when it has one)."""
+    d = model_dir(name)
+    if not (d / MODEL_META).is_file():
+        hint = f"facefit model install {name}" + ("" if name == DEFAULT_MODEL else " --from FILE --format FORMAT")
+        raise ModelNotInstalledError(f"model '{name}' is not installed in {models_dir()}; run '{hint}'")
+    model = MorphableModel.load(d)
+    model.metadata["folder"] = str(d)
+    return model
+
+
+def model_info(name):
+    """The installed model's metadata (model.json) as a dict."""
+    d = model_dir(name)
+    try:
+        return json.loads((d / MODEL_META).read_text())
+    except FileNotFoundError:
+        raise ModelNotInstalledError(f"model '{name}' is not installed; run 'facefit model install {name}'") from None
+
+
+# --- sources -----------------------------------------------------------------------------------
+def _download(url, dest: Path, progress=True):
+    from tqdm import tqdm
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with open(dest, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
+                                             disable=not (progress and sys.stderr.isatty()),
+                                             desc=f"downloading {url.rsplit('/', 1)[-1]}") as bar:
+                while block := r.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
+    except OSError as e:
+        raise ModelInstallError(f"cannot download {url}: {getattr(e, 'reason', e)}; "
+                                f"download it yourself and use --from FILE") from None
+
+
+def _extract(archive: Path, dest: Path):
+    name = archive.name.lower()
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(archive) as z:
+                for m in z.namelist():
+                    if m.startswith("/") or ".." in Path(m).parts:
+                        raise ModelInstallError(f"{archive} has an unsafe path '{m}'")
+                z.extractall(dest)
+        elif name.endswith((".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar", ".tar.bz2")):
+            with tarfile.open(archive) as t:
+                if hasattr(tarfile, "data_filter"):
+                    t.extractall(dest, filter="data")
+                else:  # pragma: no cover - Python < 3.11.4
+                    for m in t.getmembers():
+                        if m.name.startswith("/") or ".." in Path(m.name).parts:
+                            raise ModelInstallError(f"{archive} has an unsafe path '{m.name}'")
+                    t.extractall(dest)
+        else:
+            raise ModelInstallError(f"{archive}: unknown archive type (use a folder, .zip or .tar.xz)")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
+        if isinstance(e, ModelInstallError):
+            raise
+        raise ModelInstallError(f"{archive} is not a readable archive ({e.__class__.__name__}: {e})") from None
+
+
+def _is_archive(p: Path):
+    return p.name.lower().endswith((".zip", ".tar.xz", ".txz", ".tar.gz", ".tgz", ".tar", ".tar.bz2"))
+
+
+def verify_checksums(root: Path, expected: dict, required_prefixes=("FaceXModel/", "LICENSE")):
+    """Check the sha256 of each expected file under `root`; raise ModelInstallError naming the first bad one."""
+    for rel, digest in sorted(expected.items()):
+        if not rel.startswith(required_prefixes):
+            continue
+        p = root / rel
+        if not p.is_file():
+            raise ModelInstallError(f"{rel} is missing from {root}: not the official files")
+        if sha256_file(p) != digest:
+            raise ModelInstallError(f"{rel} does not match its pinned sha256: corrupt or not the official files")
+
+
+# --- install -----------------------------------------------------------------------------------
+def install(name=DEFAULT_MODEL, source=None, fmt=None, progress=True, build_embedding=True, seed=0,
+            log=print):
+    """Install model `name` from `source` (folder, archive or URL; default: the registry's URL).
+
+    Returns the installed model's folder. Raises ModelInstallError / InputError with a one-line reason,
+    leaving any previously installed copy untouched.
+    """
+    from .registry import spec as registry_spec
+
+    spec = registry_spec(name)
+    fmt = fmt or (spec or {}).get("format")
+    if fmt is None:
+        raise InputError(f"model '{name}' is not in the registry: give its file with --from and its --format "
+                         f"({', '.join(formats.IMPORTERS)})")
+    if fmt not in formats.IMPORTERS:
+        raise InputError(f"unknown format '{fmt}' (known: {', '.join(formats.IMPORTERS)})")
+    if source is None:
+        if not spec or not spec.get("url"):
+            raise InputError(f"model '{name}' has no download URL: give its files with --from")
+        source = spec["url"]
+    t0 = time.perf_counter()
+    models_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".install-", dir=models_dir()) as tmp:
+        tmp = Path(tmp)
+        src = str(source)
+        if src.startswith(("http://", "https://")):
+            archive = tmp / src.rsplit("/", 1)[-1]
+            _download(src, archive, progress)
+            src_path = archive
+        else:
+            src_path = Path(src).expanduser()
+            if not src_path.exists():
+                raise InputError(f"{src_path} does not exist")
+        if src_path.is_dir():
+            root = src_path
+        elif _is_archive(src_path):
+            root = tmp / "extracted"
+            root.mkdir()
+            log(f"extracting {src_path.name} ...")
+            _extract(src_path, root)
+        else:
+            root = src_path  # a single model file (BFM .mat/.h5, FLAME .pkl/.npz, SFM .bin)
+        importer = formats.IMPORTERS[fmt]
+        checksums_verified = False
+        if spec and spec.get("sha256"):
+            root = importer.find_root(root)
+            log("verifying checksums ...")
+            verify_checksums(root, spec["sha256"])
+            checksums_verified = True
+        log(f"importing {fmt} model ...")
+        try:
+            model = importer.load(root, spec or {"name": name}, name=name)
+        except (InputError, ModelInstallError):
+            raise
+        except (KeyError, ValueError, IndexError, OSError) as e:
+            raise ModelInstallError(f"{src_path} is not a valid {fmt} model ({e.__class__.__name__}: {e})") from None
+        model.name = name
+        model.metadata.update(
+            format=fmt, source=src if src.startswith("http") else str(Path(src).resolve()),
+            installed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            checksums_verified=checksums_verified)
+        stage = tmp / "model"
+        stage.mkdir()
+        model.save(stage)
+        lic = importer.license_file(root) if hasattr(importer, "license_file") else None
+        if lic is not None:
+            shutil.copyfile(lic, stage / "LICENSE")
+        if build_embedding:
+            from .embedding import build_and_store_embedding
+
+            build_and_store_embedding(model, stage, seed=seed, progress=progress, log=log)
+        info = json.loads((stage / MODEL_META).read_text())
+        info["model_sha256"] = sha256_file(stage / "model.npz")
+        info["install_seconds"] = round(time.perf_counter() - t0, 1)
+        write_json_atomic(stage / MODEL_META, info)
+        target = model_dir(name)
+        old = tmp / "old"
+        if target.exists():
+            os.replace(target, old)
+        os.replace(stage, target)
+    return target

@@ -1,0 +1,80 @@
+"""Shared fixtures. Real data and the model come from ../shared (never copied into the repo);
+tests that need them skip with the reason when they are absent."""
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FACEFIT_SHARED", REPO.parent / "shared"))
+ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit.tar.xz"
+PHOTOS = SHARED / "data" / "photos"
+
+
+def need(path: Path, what: str):
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (the shared data folder beside the repository)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ict_model(tmp_path_factory):
+    """The installed ICT model: the user's store when it has one (make setup installs it), otherwise
+    installed from the shared archive into a temporary store for this test session."""
+    from fitter import store
+
+    if "ict" in store.installed():
+        return store.load_model("ict")
+    need(ICT_ARCHIVE, "the ICT-FaceKit archive")
+    home = tmp_path_factory.mktemp("facefit_home")
+    old = os.environ.get("FACEFIT_HOME")
+    os.environ["FACEFIT_HOME"] = str(home)
+    try:
+        store.install("ict", ICT_ARCHIVE, progress=False, log=lambda *a: None)
+        return store.load_model("ict")
+    finally:
+        if old is None:
+            os.environ.pop("FACEFIT_HOME", None)
+        else:
+            os.environ["FACEFIT_HOME"] = old
+
+
+@pytest.fixture
+def tmp_home(tmp_path, monkeypatch):
+    """An empty model store for one test."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("FACEFIT_HOME", str(home))
+    return home
+
+
+def grid_mesh(n, size, z):
+    """(n*n, 3) planar grid at depth z spanning [-size/2, size/2]^2, and its triangles."""
+    xs = np.linspace(-size / 2, size / 2, n)
+    X, Y = np.meshgrid(xs, xs)
+    V = np.stack([X.ravel(), Y.ravel(), np.full(n * n, float(z))], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, :-1].ravel(), idx[1:, 1:].ravel()
+    F = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)]).astype(np.int32)
+    return V, F
+
+
+def icosphere(subdivisions, radius=1.0, center=(0, 0, 0)):
+    """Icosphere (V, F) by midpoint subdivision, vertices projected onto the sphere."""
+    t = (1 + 5 ** 0.5) / 2
+    V = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
+                  [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], float)
+    F = np.array([[0, 11, 5], [0, 5, 1], [0, 1, 7], [0, 7, 10], [0, 10, 11], [1, 5, 9], [5, 11, 4], [11, 10, 2],
+                  [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
+                  [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
+    for _ in range(subdivisions):
+        edges = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+        uniq, inv = np.unique(edges, axis=0, return_inverse=True)
+        mid = len(V) + inv.reshape(3, -1).T
+        V = np.vstack([V, (V[uniq[:, 0]] + V[uniq[:, 1]]) / 2])
+        a, b, c = F.T
+        ab, bc, ca = mid.T
+        F = np.concatenate([np.stack([a, ab, ca], 1), np.stack([b, bc, ab], 1), np.stack([c, ca, bc], 1),
+                            np.stack([ab, bc, ca], 1)])
+    V = V / np.linalg.norm(V, axis=1, keepdims=True) * radius + np.asarray(center, float)
+    return V, F.astype(np.int32)

@@ -30,8 +30,7 @@ def _floats(lines, prefix):
     return np.fromstring(body.decode("ascii"), sep=" ") if body else np.zeros(0)
 
 
-def read_obj_vertices(path) -> np.ndarray:
-    """Only the `v` lines of an OBJ, as (N, 3) float64 (fast path for blendshape files)."""
+def _obj_lines_and_vertices(path):
     try:
         lines = Path(path).read_bytes().split(b"\n")
     except OSError as e:
@@ -39,19 +38,17 @@ def read_obj_vertices(path) -> np.ndarray:
     v = _floats(lines, b"v ")
     if v.size == 0 or v.size % 3:
         raise InputError(f"{path} has no usable 'v x y z' vertex lines")
-    return v.reshape(-1, 3)
+    return lines, v.reshape(-1, 3)
+
+
+def read_obj_vertices(path) -> np.ndarray:
+    """Only the `v` lines of an OBJ, as (N, 3) float64 (fast path for blendshape files)."""
+    return _obj_lines_and_vertices(path)[1]
 
 
 def read_obj(path) -> ObjMesh:
     """Read vertices, UVs and polygons of an OBJ file; polygons are split into triangles."""
-    try:
-        lines = Path(path).read_bytes().split(b"\n")
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    V = _floats(lines, b"v ")
-    if V.size == 0 or V.size % 3:
-        raise InputError(f"{path} has no usable 'v x y z' vertex lines")
-    V = V.reshape(-1, 3)
+    lines, V = _obj_lines_and_vertices(path)
     uv = _floats(lines, b"vt ")
     UV = uv.reshape(-1, 2) if uv.size and uv.size % 2 == 0 else None
     tri_v, tri_t, poly = [], [], []

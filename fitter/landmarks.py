@@ -41,15 +41,16 @@ INNER_51 = np.arange(17, 68)
 
 def to_68(points):
     """(478, D) MediaPipe points -> (68, D) iBUG-68 points by the table above."""
-    p = np.asarray(points)
-    return np.stack([p[idx].mean(axis=0) for idx in MEDIAPIPE_TO_68])
+    return weights_to_68() @ np.asarray(points, float)
 
 
+@lru_cache(maxsize=1)
 def weights_to_68():
-    """(68, 478) matrix W with to_68(P) == W @ P."""
+    """(68, 478) matrix W with to_68(P) == W @ P (read-only)."""
     W = np.zeros((68, N_LANDMARKS))
     for i, idx in enumerate(MEDIAPIPE_TO_68):
         W[i, idx] = 1.0 / len(idx)
+    W.setflags(write=False)
     return W
 
 

@@ -1,0 +1,399 @@
+"""Coarse stage: fit a linear face model to 2D landmarks (S1 Eq. 1-2, S4 §3.4).
+
+Unknowns per image: rotation R, translation t (mm), focal length f (px, optional), expression β;
+shared across the images of one person: identity α (N(0, 1) prior). Camera: perspective, square
+pixels, principal point at the image centre. Landmarks: MediaPipe's 478 points tied to the model
+by the derived embedding (fitter.embedding); face-contour correspondences follow the view's yaw.
+
+Objective (pixels, σ = noise scale per image):
+    Σ_i w_i ρ(‖π(R X_i(α, β) + t) - u_i‖ / σ) + ‖α‖² + λ_β ‖β‖²,   β ∈ [0, 1] for blendshapes
+w_i = region weight × embedding consistency weight; ρ is Cauchy, solved by iteratively reweighted
+least squares. Alternation: pose (R, t, log f) by Levenberg-Marquardt on the reprojection error;
+shape (α, β) by a bounded ridge solve of the depth-normalised linearisation
+(f x - (u - c_x) z) / z_prev (linear in α, β). Several images share α in one joint solve.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.linalg
+import scipy.linalg.blas
+
+from . import landmarks as lmk
+from .camera import MODEL_TO_OPENCV, Camera, yaw_of_rotation
+from .embedding import LandmarkEmbedding
+from .errors import InputError
+from .model import MorphableModel
+
+REGION_WEIGHTS = {"contour": 0.5, "brows": 1.0, "irises": 0.0, "eyes": 2.0, "lips": 2.0, "nose": 2.0, "other": 0.5}
+NOISE_FRACTION_OF_IOD = 0.025   # landmark noise σ as a fraction of the interocular distance (px)
+FOCAL_PRIOR_FACTOR = 1.4        # f0 = factor × max(W, H) when nothing better is known (≈ 50 mm lens)
+FOCAL_PRIOR_SIGMA = 0.5         # std of log f around f0
+
+
+@dataclass
+class ImageFit:
+    """Per-image result: camera (K, R, t, size), expression, landmark reprojection error."""
+
+    camera: Camera
+    expression: np.ndarray
+    landmarks_2d: np.ndarray           # (478, 2) detected
+    fitted_2d: np.ndarray              # (478, 2) projected fitted landmarks
+    error_px: float                    # median over used landmarks
+    error_iod: float                   # median / interocular distance
+    weights: np.ndarray                # (478,) final robust x region weights
+
+
+@dataclass
+class CoarseFit:
+    identity: np.ndarray
+    images: list
+    iterations: int
+    seconds: float
+    info: dict = field(default_factory=dict)
+
+
+class LandmarkBasis:
+    """The model restricted to the landmarks: mean, identity and expression bases at the 478 points,
+    with the contour rows kept per yaw bin (built once per model and embedding)."""
+
+    def __init__(self, model: MorphableModel, emb: LandmarkEmbedding):
+        self.model, self.emb = model, emb
+        F, N = model.faces, model.n_vertices
+        W0 = emb.vertex_weights(F, N, 0.0).tolil()
+        c = emb.contour_ids
+        self.contour = c
+        W0[c, :] = 0
+        W0 = W0.tocsr()
+        B = np.concatenate([model.identity_basis, model.expression_basis], axis=0)  # (P, N, 3)
+        P = len(B)
+        Bflat = B.transpose(1, 0, 2).reshape(N, P * 3)
+        self.mean = W0 @ model.mean
+        self.basis = np.ascontiguousarray((W0 @ Bflat).reshape(478, P, 3).transpose(0, 2, 1))  # (478, 3, P)
+        Y = len(emb.contour_yaws)
+        self.c_mean = np.zeros((Y, len(c), 3))
+        self.c_basis = np.zeros((Y, len(c), 3, P))
+        import scipy.sparse as sp
+
+        for b in range(Y):
+            rows = np.repeat(np.arange(len(c)), 3)
+            Wb = sp.csr_matrix((emb.contour_barycentric[b].ravel(), (rows, F[emb.contour_triangles[b]].ravel())),
+                               shape=(len(c), N))
+            self.c_mean[b] = Wb @ model.mean
+            self.c_basis[b] = (Wb @ Bflat).reshape(len(c), P, 3).transpose(0, 2, 1)
+        self.n_identity = model.n_identity
+        self.n_expression = model.n_expression
+
+    def at_yaw(self, yaw, out=None):
+        """(mean (478, 3), basis (478, 3, P)) with the contour rows for this yaw (degrees). With
+        out=(mean, basis) from an earlier call, only the contour rows are rewritten, in place."""
+        (i0, i1), w = self.emb._yaw_bins(yaw)
+        mean, basis = (self.mean.copy(), self.basis.copy()) if out is None else out
+        mean[self.contour] = (1 - w) * self.c_mean[i0] + w * self.c_mean[i1]
+        basis[self.contour] = (1 - w) * self.c_basis[i0] + w * self.c_basis[i1]
+        return mean, basis
+
+
+_basis_cache = {}
+
+
+def landmark_basis(model, emb):
+    key = (id(model), id(emb))
+    if key not in _basis_cache:
+        _basis_cache.clear()
+        _basis_cache[key] = LandmarkBasis(model, emb)
+    return _basis_cache[key]
+
+
+def region_weights():
+    w = np.zeros(478)
+    for name, idx in lmk.groups().items():
+        w[idx] = REGION_WEIGHTS.get(name, 1.0)
+    return w
+
+
+# --- geometry helpers ---------------------------------------------------------------------------
+def _hat(v):
+    x, y, z = v
+    return np.array([[0, -z, y], [z, 0, -x], [-y, x, 0.0]])
+
+
+def _exp_so3(w):
+    th = np.linalg.norm(w)
+    if th < 1e-12:
+        return np.eye(3) + _hat(w)
+    k = _hat(w / th)
+    return np.eye(3) + np.sin(th) * k + (1 - np.cos(th)) * k @ k
+
+
+def _project(Xc, f, c):
+    return f * Xc[:, :2] / Xc[:, 2:3] + c
+
+
+def _cauchy(r, s):
+    return 1.0 / (1.0 + (r / s) ** 2)
+
+
+def initial_pose(X, u, f, c, w):
+    """R, t from the model's mean landmarks by OpenCV's PnP (SQPnP), weights > 0 only."""
+    import cv2
+
+    sel = w > 0
+    K = np.array([[f, 0, c[0]], [0, f, c[1]], [0, 0, 1.0]])
+    ok, rvec, tvec = cv2.solvePnP(X[sel].astype(np.float64), u[sel].astype(np.float64), K, None,
+                                  flags=cv2.SOLVEPNP_SQPNP)
+    if not ok:  # frontal guess at a plausible distance
+        R = MODEL_TO_OPENCV.copy()
+        t = np.array([0, 0, f * 150.0 / max(np.ptp(u[sel, 0]), 1.0)])
+        return R, t
+    R, _ = cv2.Rodrigues(rvec)
+    R, t = R, tvec.ravel()
+    if t[2] < 0:  # PnP's mirrored solution
+        R, t = MODEL_TO_OPENCV.copy(), np.array([0, 0, abs(t[2])])
+    return R, t
+
+
+def _pose_step(X, u, R, t, logf, c, w, sigma, logf0, fit_focal, iters=2):
+    """LM on (ω, t, log f) minimising Σ w ‖π - u‖² / σ² (+ focal prior)."""
+    lam = 1e-3
+    n = 7 if fit_focal else 6
+
+    def cost(R, t, logf):
+        r = _project(X @ R.T + t, np.exp(logf), c) - u
+        e = (w[:, None] * r * r).sum() / sigma ** 2
+        if fit_focal:
+            e += ((logf - logf0) / FOCAL_PRIOR_SIGMA) ** 2
+        return e
+
+    e0 = cost(R, t, logf)
+    for _ in range(iters):
+        f = np.exp(logf)
+        RX = X @ R.T
+        Xc = RX + t
+        x, y, z = Xc.T
+        r = _project(Xc, f, c) - u  # (L, 2)
+        # d(u, v)/dXc = (a, 0, b) and (0, a, b); dXc/dω = -[RX]x, so d(u, v)/dω = RX x (a, 0, b), RX x (0, a, b)
+        a, bu, bv = f / z, -f * x / z ** 2, -f * y / z ** 2
+        px, py, pz = RX.T
+        J = np.zeros((len(X), 2, n))
+        J[:, 0, 0], J[:, 0, 1], J[:, 0, 2] = py * bu, pz * a - px * bu, -py * a
+        J[:, 1, 0], J[:, 1, 1], J[:, 1, 2] = py * bv - pz * a, -px * bv, px * a
+        J[:, 0, 3], J[:, 0, 5] = a, bu
+        J[:, 1, 4], J[:, 1, 5] = a, bv
+        if fit_focal:
+            J[:, :, 6] = r + u - c  # du/dlog f = f x / z
+        Jw = J * np.sqrt(w)[:, None, None] / sigma
+        rw = r * np.sqrt(w)[:, None] / sigma
+        Jf, rf = Jw.reshape(-1, n), rw.ravel()
+        H = Jf.T @ Jf
+        g = Jf.T @ rf
+        if fit_focal:
+            H[6, 6] += 1.0 / FOCAL_PRIOR_SIGMA ** 2
+            g[6] += (logf - logf0) / FOCAL_PRIOR_SIGMA ** 2
+        for _ in range(6):
+            d = -np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-9), g)
+            R1 = _exp_so3(d[:3]) @ R
+            t1 = t + d[3:6]
+            lf1 = logf + (d[6] if fit_focal else 0.0)
+            e1 = cost(R1, t1, lf1)
+            if e1 < e0:
+                R, t, logf, e0 = R1, t1, lf1, e1
+                lam = max(lam / 10, 1e-7)
+                break
+            lam *= 10
+        else:
+            break
+    return R, t, logf
+
+
+def _bounded_ridge(H, g, lower, upper, fixed=None, iters=30):
+    """argmin ½ cᵀHc - gᵀc with lower <= c <= upper (±inf allowed), H SPD: an active-set loop,
+    warm-started from the active set `fixed` of a previous, similar problem. Returns (c, active set)."""
+    n = len(g)
+    fixed = np.zeros(n, bool) if fixed is None else fixed.copy()
+    c = np.where(fixed, np.clip(0.0, lower, upper), 0.0)
+    for _ in range(iters):
+        free = ~fixed
+        c_free = np.linalg.solve(H[np.ix_(free, free)], g[free] - H[np.ix_(free, fixed)] @ c[fixed])
+        c[free] = c_free
+        low, high = c < lower, c > upper
+        if not (low | high).any():
+            grad = H @ c - g  # KKT for variables on a bound: release those that want to move inside
+            release = fixed & (((c <= lower) & (grad < 0)) | ((c >= upper) & (grad > 0)))
+            if not release.any():
+                break
+            fixed &= ~release
+            continue
+        c = np.clip(c, lower, upper)
+        fixed |= low | high
+    return np.clip(c, lower, upper), fixed
+
+
+def _pose_jacobian(RX, Xc, f):
+    """(L, 2, 7) d(projection)/d(ω, t, log f) with the left rotation perturbation X_c = exp([ω]x) R X + t;
+    also the entries a = f/z, bu = -f x/z², bv = -f y/z² of d(projection)/dX_c."""
+    x, y, z = Xc.T
+    a, bu, bv = f / z, -f * x / z ** 2, -f * y / z ** 2
+    px, py, pz = RX.T
+    J = np.zeros((len(Xc), 2, 7))
+    J[:, 0, 0], J[:, 0, 1], J[:, 0, 2] = py * bu, pz * a - px * bu, -py * a
+    J[:, 1, 0], J[:, 1, 1], J[:, 1, 2] = py * bv - pz * a, -px * bv, px * a
+    J[:, 0, 3], J[:, 0, 5] = a, bu
+    J[:, 1, 4], J[:, 1, 5] = a, bv
+    J[:, 0, 6], J[:, 1, 6] = a * x, a * y  # d/dlog f = f x / z, f y / z
+    return J, a, bu, bv
+
+
+def fit_landmarks(model: MorphableModel, emb: LandmarkEmbedding, points_list, image_sizes, focal=None,
+                  iterations=8, identity=None, landmark_weights=None, expression_reg=10.0, tol=0.03):
+    """Fit one identity and per-image pose/expression to detected landmarks.
+
+    points_list: list of (478, 2) pixel arrays (one per image of the same person); image_sizes: list of
+    (W, H); focal: None (estimated), a number, or a list (px) per image; identity: fixed α (not solved).
+    After a PnP start, all unknowns are solved jointly by Levenberg-Marquardt (the normal equations
+    reduced by a Schur complement onto the bounded expression block), with Cauchy IRLS weights; stops
+    when the cost falls by less than `tol` (relative) or after `iterations`. Returns a CoarseFit.
+    """
+    with _single_threaded_blas():
+        return _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, identity, landmark_weights,
+                              expression_reg, tol)
+
+
+def _single_threaded_blas():
+    """The fit's matrices are small: BLAS threads cost more than they give (measured 2.4x slower)."""
+    global _blas_controller
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        import contextlib
+
+        return contextlib.nullcontext()
+    if _blas_controller is None:
+        _blas_controller = ThreadpoolController()
+    return _blas_controller.limit(limits=1, user_api="blas")
+
+
+_blas_controller = None
+
+
+def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, identity, landmark_weights,
+                   expression_reg, tol):
+    t0 = time.perf_counter()
+    n = len(points_list)
+    if n == 0:
+        raise InputError("fit_landmarks needs at least one image")
+    lb = landmark_basis(model, emb)
+    K, E = lb.n_identity, lb.n_expression
+    base_w = (region_weights() * emb.weights) if landmark_weights is None else np.asarray(landmark_weights, float)
+    focals = focal if isinstance(focal, (list, tuple)) else [focal] * n
+    blend = model.expression_kind == "blendshape"
+    alpha = np.zeros(K) if identity is None else np.asarray(identity, float).copy()
+    alpha_prior_mean = np.zeros(K) if identity is None else alpha.copy()
+    alpha_prec = 1.0 if identity is None else 1e10
+    imgs = []
+    for u, (W, H), fgiven in zip(points_list, image_sizes, focals):
+        u = np.asarray(u, float)
+        if u.shape != (478, 2):
+            raise InputError(f"expected (478, 2) landmarks, got {u.shape}")
+        c = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+        f0 = float(fgiven) if fgiven else FOCAL_PRIOR_FACTOR * max(W, H)
+        p68 = lmk.to_68(u)
+        iod = float(np.linalg.norm(p68[36] - p68[45]))
+        lm = lb.at_yaw(0.0)
+        R, t = initial_pose(lm[0], u, f0, c, base_w)
+        sigma = max(NOISE_FRACTION_OF_IOD * iod, 0.5)
+        X0 = lm[0] + lm[1][:, :, :K] @ alpha
+        R, t, _ = _pose_step(X0, u, R, t, np.log(f0), c, base_w, sigma, np.log(f0), False, iters=3)
+        imgs.append(dict(u=u, c=c, R=R, t=t, logf=np.log(f0), logf0=np.log(f0), sigma=sigma, iod=iod, lm=lm,
+                         f_prec=1e10 if fgiven else 1.0 / FOCAL_PRIOR_SIGMA ** 2, w=base_w.copy(), beta=np.zeros(E)))
+    nf = K + 7 * n          # free block: α, then (ω, t, log f) per image
+    D = nf + n * E          # then β per image (bounded for blendshapes)
+    lower = np.full(n * E, 0.0 if blend else -np.inf)
+    upper = np.full(n * E, 1.0 if blend else np.inf)
+
+    def residuals(alpha, states):
+        """Weighted residual cost, per-image data for the Jacobian."""
+        total, data = 0.0, []
+        for s in states:
+            mean, basis = s["lm"]
+            X = mean + basis @ np.concatenate([alpha, s["beta"]])
+            RX = X @ s["R"].T
+            Xc = RX + s["t"]
+            r = _project(Xc, np.exp(s["logf"]), s["c"]) - s["u"]
+            total += (s["w"][:, None] * r * r).sum() / s["sigma"] ** 2
+            total += s["f_prec"] * (s["logf"] - s["logf0"]) ** 2 + expression_reg * s["beta"] @ s["beta"]
+            data.append((X, RX, Xc, r))
+        return total + alpha_prec * np.sum((alpha - alpha_prior_mean) ** 2), data
+
+    mu, active = 1e-3, None
+    cost = None
+    for it in range(iterations):
+        for s in imgs:  # contour correspondences and robust weights at the current estimate
+            lb.at_yaw(yaw_of_rotation(s["R"]), s["lm"])
+        _, data = residuals(alpha, imgs)
+        for s, (X, RX, Xc, r) in zip(imgs, data):
+            s["w"] = base_w * _cauchy(np.linalg.norm(r, axis=1), 2.0 * s["sigma"])
+        cost, data = residuals(alpha, imgs)
+        Hm = np.zeros((D, D))
+        g = np.zeros(D)
+        for j, (s, (X, RX, Xc, r)) in enumerate(zip(imgs, data)):
+            f, R = np.exp(s["logf"]), s["R"]
+            Jp, a, bu, bv = _pose_jacobian(RX, Xc, f)
+            sw = np.sqrt(s["w"]) / s["sigma"]
+            coef = np.empty((len(X), 2, 3))
+            coef[:, 0] = a[:, None] * R[0] + bu[:, None] * R[2]
+            coef[:, 1] = a[:, None] * R[1] + bv[:, None] * R[2]
+            Js = np.matmul(coef * sw[:, None, None], s["lm"][1]).reshape(-1, K + E)  # d/d(α, β)
+            J = np.concatenate([Js[:, :K], (Jp * sw[:, None, None]).reshape(-1, 7), Js[:, K:]], axis=1)
+            rw = (r * sw[:, None]).ravel()
+            idx = np.r_[0:K, K + 7 * j:K + 7 * j + 7, nf + j * E:nf + (j + 1) * E]
+            JtJ = scipy.linalg.blas.dsyrk(1.0, J, trans=1)
+            Hm[np.ix_(idx, idx)] += JtJ + np.triu(JtJ, 1).T
+            g[idx] += J.T @ rw
+            p = K + 7 * j + 6
+            Hm[p, p] += s["f_prec"]
+            g[p] += s["f_prec"] * (s["logf"] - s["logf0"])
+            q = slice(nf + j * E, nf + (j + 1) * E)
+            Hm[q, q] += expression_reg * np.eye(E)
+            g[q] += expression_reg * s["beta"]
+        Hm[:K, :K] += alpha_prec * np.eye(K)
+        g[:K] += alpha_prec * (alpha - alpha_prior_mean)
+        beta_all = np.concatenate([s["beta"] for s in imgs])
+        accepted = False
+        for _ in range(6):
+            Hd = Hm + mu * np.diag(np.diag(Hm))
+            # Schur complement onto the expression block, bounded step, back-substitution
+            cho = scipy.linalg.cho_factor(Hd[:nf, :nf])
+            Y = scipy.linalg.cho_solve(cho, np.column_stack([Hd[:nf, nf:], g[:nf]]))
+            S = Hd[nf:, nf:] - Hd[:nf, nf:].T @ Y[:, :-1]
+            h = g[nf:] - Hd[:nf, nf:].T @ Y[:, -1]
+            db, active = _bounded_ridge(S, -h, lower - beta_all, upper - beta_all, active)
+            dfree = -Y[:, -1] - Y[:, :-1] @ db
+            cand = []
+            for j, s in enumerate(imgs):
+                dp = dfree[K + 7 * j:K + 7 * j + 7]
+                cand.append(dict(s, R=_exp_so3(dp[:3]) @ s["R"], t=s["t"] + dp[3:6], logf=s["logf"] + dp[6],
+                                 beta=np.clip(s["beta"] + db[j * E:(j + 1) * E], lower[:E], upper[:E])))
+            alpha_c = alpha + dfree[:K]
+            cost_c, _ = residuals(alpha_c, cand)
+            if cost_c < cost:
+                accepted = True
+                alpha, imgs = alpha_c, cand
+                mu = max(mu / 3, 1e-7)
+                break
+            mu *= 4
+        if not accepted or (cost - cost_c) < tol * cost:
+            break
+    images = []
+    for s in imgs:
+        mean, basis = lb.at_yaw(yaw_of_rotation(s["R"]), s["lm"])
+        X = mean + basis @ np.concatenate([alpha, s["beta"]])
+        f = float(np.exp(s["logf"]))
+        W, H = image_sizes[len(images)]
+        cam = Camera(np.array([[f, 0, s["c"][0]], [0, f, s["c"][1]], [0, 0, 1.0]]), s["R"], s["t"], int(W), int(H))
+        proj = cam.project(X)
+        err = np.linalg.norm(proj - s["u"], axis=1)
+        used = base_w > 0
+        images.append(ImageFit(cam, s["beta"], s["u"], proj, float(np.median(err[used])),
+                               float(np.median(err[used]) / max(s["iod"], 1e-9)), s["w"]))
+    return CoarseFit(alpha, images, it + 1, time.perf_counter() - t0)

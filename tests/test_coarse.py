@@ -1,0 +1,118 @@
+"""Coarse landmark fit: recovery from noiseless synthetic landmarks and the shared-identity solve."""
+import numpy as np
+import pytest
+
+from fitter.align import align, similarity_transform
+from fitter.camera import look_at_face, yaw_of_rotation
+from fitter.coarse import _bounded_ridge, fit_landmarks
+from fitter.embedding import load_embedding
+
+
+@pytest.fixture(scope="module")
+def emb(ict_model):
+    return load_embedding(ict_model)
+
+
+def face_error(m, V_fit, V_true):
+    face = m.region("face")
+    return float(np.median(np.linalg.norm(align(V_fit[face], V_true[face]) - V_true[face], axis=1)))
+
+
+def rotation_error_deg(R1, R2):
+    return float(np.degrees(np.arccos(np.clip((np.trace(R1.T @ R2) - 1) / 2, -1, 1))))
+
+
+@pytest.mark.parametrize("yaw,pitch", [(0, 0), (35, 10), (-50, -10)])
+def test_recovers_pose_expression_and_shape_from_noiseless_landmarks(ict_model, emb, yaw, pitch):
+    m = ict_model
+    rng = np.random.default_rng(3)
+    alpha = np.zeros(m.n_identity)
+    alpha[:10] = rng.standard_normal(10)
+    beta = np.zeros(m.n_expression)
+    active = [m.expression_names.index(n) for n in ("jawOpen", "mouthSmile_L", "mouthSmile_R")]
+    beta[active] = [0.4, 0.3, 0.3]
+    V = m.shape(alpha, beta)
+    cam = look_at_face(V[m.region("face")].mean(0), yaw, pitch, 600, 1000, 640, 640)
+    u = cam.project(emb.points(V, m.faces, yaw))
+    fit = fit_landmarks(m, emb, [u], [(640, 640)], focal=1000.0)
+    im = fit.images[0]
+    assert im.error_px < 1.0                                   # noiseless: the prior costs < 1 px
+    assert rotation_error_deg(im.camera.R, cam.R) < 1.0
+    np.testing.assert_allclose(im.expression[active], beta[active], atol=0.1)
+    others = np.setdiff1d(np.arange(m.n_expression), active)
+    assert np.abs(im.expression[others]).max() < 0.15
+    assert np.all((im.expression >= 0) & (im.expression <= 1))
+    err = face_error(m, m.shape(fit.identity, im.expression), V)
+    mean_err = face_error(m, m.mean, V)
+    assert err < 2.5 and err < 0.6 * mean_err, (err, mean_err)
+    # the projection of the fitted landmarks is what the fit reports
+    fitted_yaw = yaw_of_rotation(im.camera.R)
+    assert abs(fitted_yaw - yaw) < 1.5
+    np.testing.assert_allclose(im.fitted_2d, im.camera.project(emb.points(m.shape(fit.identity, im.expression),
+                                                                           m.faces, fitted_yaw)), atol=1e-6)
+
+
+def test_estimates_focal_when_not_given(ict_model, emb):
+    m = ict_model
+    V = m.shape(np.random.default_rng(8).standard_normal(m.n_identity))
+    cam = look_at_face(V[m.region("face")].mean(0), 20, 0, 450, 1000, 640, 640)
+    fit = fit_landmarks(m, emb, [cam.project(emb.points(V, m.faces, 20))], [(640, 640)])
+    im = fit.images[0]
+    assert im.error_px < 1.5 and 700 < im.camera.K[0, 0] < 1400
+
+
+def test_shared_identity_from_several_images_beats_each_single_image(ict_model, emb):
+    m = ict_model
+    rng = np.random.default_rng(21)
+    alpha = rng.standard_normal(m.n_identity)
+    V0 = m.shape(alpha)
+    us, singles = [], []
+    for yaw, pitch, name in ((-40, 5, "jawOpen"), (0, -5, "mouthSmile_L"), (40, 8, "eyeBlink_L")):
+        beta = np.zeros(m.n_expression)
+        beta[m.expression_names.index(name)] = 0.5
+        V = m.shape(alpha, beta)
+        cam = look_at_face(V[m.region("face")].mean(0), yaw, pitch, 600, 1000, 640, 640)
+        u = cam.project(emb.points(V, m.faces, yaw)) + rng.normal(0, 1.5, (478, 2))
+        us.append(u)
+        single = fit_landmarks(m, emb, [u], [(640, 640)], focal=1000.0)
+        singles.append(face_error(m, m.shape(single.identity), V0))
+    joint = fit_landmarks(m, emb, us, [(640, 640)] * 3, focal=1000.0)
+    err = face_error(m, m.shape(joint.identity), V0)
+    assert err < min(singles), (err, singles)
+    assert len(joint.images) == 3
+    # each image keeps its own expression
+    for im, name in zip(joint.images, ("jawOpen", "mouthSmile_L", "eyeBlink_L")):
+        assert im.expression[m.expression_names.index(name)] > 0.25
+
+
+def test_fixed_identity_is_kept(ict_model, emb):
+    m = ict_model
+    alpha = np.random.default_rng(2).standard_normal(m.n_identity)
+    V = m.shape(alpha)
+    cam = look_at_face(V[m.region("face")].mean(0), 10, 0, 600, 1000, 640, 640)
+    fit = fit_landmarks(m, emb, [cam.project(emb.points(V, m.faces, 10))], [(640, 640)], focal=1000.0,
+                        identity=alpha)
+    np.testing.assert_allclose(fit.identity, alpha, atol=1e-6)
+    assert fit.images[0].error_px < 0.3
+
+
+def test_bounded_ridge_matches_brute_force():
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((30, 6))
+    H, g = A.T @ A + 0.1 * np.eye(6), A.T @ rng.standard_normal(30) * 3
+    lo, hi = np.zeros(6), np.ones(6)
+    c, _ = _bounded_ridge(H, g, lo, hi)
+    f = lambda x: 0.5 * x @ H @ x - g @ x  # noqa: E731
+    best = min((f(x), tuple(x)) for x in (rng.uniform(0, 1, (20000, 6))))
+    assert f(c) <= best[0] + 1e-9
+    assert np.all((c >= 0) & (c <= 1))
+
+
+def test_similarity_transform_recovers_a_known_one():
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((50, 3))
+    q = np.linalg.qr(rng.standard_normal((3, 3)))[0]
+    R = q * np.sign(np.linalg.det(q))
+    Y = 1.7 * X @ R.T + [1, 2, 3]
+    s, R2, t = similarity_transform(X, Y)
+    assert abs(s - 1.7) < 1e-9 and np.allclose(R2, R) and np.allclose(t, [1, 2, 3])

@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FACEFIT := $(VENV)/bin/facefit
 SHARED_MODEL ?= ../shared/models/ICT-FaceKit.tar.xz
-DEB_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libsuitesparse-dev libusb-1.0-0 python3-venv
+DEB_PACKAGES := libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri libsuitesparse-dev libopenblas0-pthread libusb-1.0-0 python3-venv
 OUT ?= out
 
 .PHONY: setup demo test test-all bench system-packages venv model clean
@@ -35,11 +35,11 @@ model: venv
 	elif [ -f "$(SHARED_MODEL)" ]; then $(FACEFIT) model install ict --from "$(SHARED_MODEL)"; \
 	else $(FACEFIT) model install ict; fi
 
-## demo: the main job on the built-in example (for now: the model preview with its landmarks)
+## demo: the main job on the built-in example photo (matplotlib's Grace Hopper portrait)
 demo: setup
-	$(FACEFIT) model show ict -o $(OUT)/preview_frontal.png
-	$(FACEFIT) model show ict --yaw 45 -o $(OUT)/preview_yaw45.png
-	@echo "wrote $(OUT)/preview_frontal.png and $(OUT)/preview_yaw45.png"
+	$(FACEFIT) fit --example -o $(OUT)
+	$(FACEFIT) model show ict --yaw 45 -o $(OUT)/model_preview_yaw45.png
+	@echo "outputs in $(OUT)/grace_hopper/ (mesh.obj, texture.png, params.json, overlay.png, landmarks.json)"
 
 ## test: the default (fast) test suite
 test: setup

@@ -27,7 +27,8 @@ setup(
         "click>=8.1",
         "tqdm>=4.60",
         "h5py>=3.8",                # BFM 2017/2019 importer
+        "threadpoolctl>=3.1",       # single-threaded BLAS inside the small dense fits
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={"test": ["pytest>=7"], "bench": ["eos-py>=1.4"]},
     entry_points={"console_scripts": ["facefit=fitter.cli.main:main"]},
 )

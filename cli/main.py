@@ -137,6 +137,66 @@ def model_show(name, output, yaw, pitch, identity_seed, size):
     click.echo(f"wrote {output}")
 
 
+def _example_photo():
+    """matplotlib's sample portrait of Grace Hopper (public domain), installed with the dependencies."""
+    import matplotlib.cbook
+
+    return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+@cli.command("fit")
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: one sub-folder per image (and face).")
+@click.option("--model", "model_name", default="ict", show_default=True)
+@click.option("--stages", default="coarse", show_default=True, help="Comma-separated stages to run (coarse).")
+@click.option("--focal", type=float, default=None, help="Focal length in pixels (default: EXIF, else estimated).")
+@click.option("--all-faces", is_flag=True, help="Fit every face, not only the largest.")
+@click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
+@click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per face.")
+@click.option("--texture-size", default=1024, show_default=True, help="UV texture size in pixels.")
+def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size):
+    """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
+    landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
+    from fitter import store
+    from fitter.pipeline import fit_photo, write_result
+
+    paths = list(images) + ([_example_photo()] if example else [])
+    if not paths:
+        raise click.UsageError("give one or more IMAGES, or --example")
+    from fitter.errors import InputError
+    from fitter.pipeline import STAGES
+
+    stage_list = [s.strip() for s in stages.split(",") if s.strip()]
+    unknown = [s for s in stage_list if s not in STAGES]
+    if unknown:
+        raise InputError(f"unknown stage '{unknown[0]}' (available: {', '.join(STAGES)})")
+    model = store.load_model(model_name)
+    failed = 0
+    for p in paths:
+        try:
+            results = fit_photo(p, model, stage_list, focal, all_faces, texture_size)
+        except Exception as e:  # one photo's failure is reported and the batch goes on
+            if not isinstance(e, FacefitError) and os.environ.get("FACEFIT_DEBUG"):
+                raise
+            failed += 1
+            msg = str(e) if isinstance(e, FacefitError) else f"internal error: {e.__class__.__name__}: {e}"
+            click.echo(f"facefit: {p}: {msg}", err=True)
+            if as_json:
+                click.echo(json.dumps({"image": p, "ok": False, "error": msg}))
+            continue
+        for r in results:
+            d = write_result(r, model, outdir)
+            summary = {"image": p, "ok": True, "face": r.face_index, "output": str(d),
+                       "landmark_error_px": round(r.fit.error_px, 3), "landmark_error_iod": round(r.fit.error_iod, 5),
+                       "coarse_ms": round(1e3 * r.times["coarse_s"], 1)}
+            click.echo(json.dumps(summary) if as_json else
+                       f"{p}: face {r.face_index} -> {d} (landmark error {r.fit.error_px:.2f} px, "
+                       f"{100 * r.fit.error_iod:.1f} % of interocular)")
+    if failed:
+        sys.exit(3 if failed == len(paths) else 4)
+
+
 @cli.group(cls=FacefitGroup)
 def bench():
     """Benchmarks (speed and accuracy); results are recorded in BENCHMARKS.md."""

@@ -94,15 +94,12 @@ class LandmarkBasis:
         return mean, basis
 
 
-_basis_cache = {}
-
-
 def landmark_basis(model, emb):
-    key = (id(model), id(emb))
-    if key not in _basis_cache:
-        _basis_cache.clear()
-        _basis_cache[key] = LandmarkBasis(model, emb)
-    return _basis_cache[key]
+    """The LandmarkBasis of (model, embedding), built once per model object."""
+    key = ("landmark_basis", id(emb))
+    if key not in model.cache:
+        model.cache[key] = LandmarkBasis(model, emb)
+    return model.cache[key]
 
 
 def region_weights():

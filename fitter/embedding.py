@@ -108,11 +108,13 @@ class LandmarkEmbedding:
 
 
 def load_embedding(model: MorphableModel):
-    """The embedding stored with an installed model, or None."""
-    folder = model.metadata.get("folder")
-    if not folder or not (Path(folder) / EMBEDDING_FILE).is_file():
-        return None
-    return LandmarkEmbedding.load(Path(folder) / EMBEDDING_FILE, model.metadata.get("landmark_embedding"))
+    """The embedding stored with an installed model (loaded once per model object), or None."""
+    if "embedding" not in model.cache:
+        folder = model.metadata.get("folder")
+        path = Path(folder) / EMBEDDING_FILE if folder else None
+        model.cache["embedding"] = (LandmarkEmbedding.load(path, model.metadata.get("landmark_embedding"))
+                                    if path is not None and path.is_file() else None)
+    return model.cache["embedding"]
 
 
 # --- rendering the model for the detector ----------------------------------------------------

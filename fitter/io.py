@@ -76,7 +76,10 @@ def read_image(path):
     if not path.exists():
         raise InputError(f"{path} does not exist")
     data = np.fromfile(str(path), dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    from .landmarks import quiet_native_stderr
+
+    with quiet_native_stderr():  # libpng warns on fd 2 about harmless colour-profile quirks
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise InputError(f"{path} is not a readable image (expected JPEG, PNG, BMP, TIFF or WebP)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)

@@ -95,6 +95,16 @@ def write_obj(path, V, F, UV=None, F_uv=None, mtl_name=None, material=None):
     write_text_atomic(path, "\n".join(out) + "\n")
 
 
+def interpolate(values, F, tri, bary):
+    """Barycentric interpolation: (K, C) = Σ_k bary[:, k] values[F[tri, k]] (values (N, C) or (N,))."""
+    values = np.asarray(values)
+    f = np.asarray(F)[tri]
+    b = np.asarray(bary, values.dtype if values.dtype.kind == "f" else np.float64)
+    if values.ndim == 1:
+        return b[:, 0] * values[f[:, 0]] + b[:, 1] * values[f[:, 1]] + b[:, 2] * values[f[:, 2]]
+    return b[:, 0:1] * values[f[:, 0]] + b[:, 1:2] * values[f[:, 1]] + b[:, 2:3] * values[f[:, 2]]
+
+
 def face_normals(V, F, normalize=True):
     """Per-triangle normals (M, 3); unnormalised length is twice the triangle area."""
     n = np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]])

@@ -33,6 +33,7 @@ class MorphableModel:
     color_basis: Optional[np.ndarray] = None  # (C, N, 3) per unit coefficient
     regions: dict = field(default_factory=dict)  # name -> int64 vertex indices
     metadata: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived data, computed once per model
 
     @property
     def n_vertices(self):

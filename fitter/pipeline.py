@@ -1,0 +1,167 @@
+"""The single-photo pipeline: detect → coarse landmark fit → texture/illumination → outputs.
+
+`fit_photo` returns one FaceResult per face; `write_result` writes OUTDIR/<stem>/ (or <stem>_faceK/
+for the extra faces of a photo): mesh.obj + mesh.mtl + texture.png, params.json, overlay.png,
+landmarks.json — each file atomically.
+"""
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import landmarks as lmk
+from .camera import yaw_of_rotation
+from .coarse import fit_landmarks
+from .draw import draw_points, draw_text
+from .embedding import load_embedding
+from .errors import InputError, NoFaceError
+from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
+from .mesh import write_obj
+from .render import get_renderer, vertex_visibility
+from .segment import FaceLabel, parse_face, person_mask
+from .texture import fit_texture, uv_texture
+
+STAGES = ("coarse",)
+
+
+@dataclass
+class FaceResult:
+    image_path: str
+    face_index: int
+    landmarks: lmk.FaceLandmarks
+    fit: object                       # fitter.coarse.ImageFit
+    identity: np.ndarray
+    vertices: np.ndarray              # (N, 3) model frame, mm
+    texture: object = None            # fitter.texture.TextureFit
+    texture_image: np.ndarray = None  # (T, T, 3) uint8
+    overlay: np.ndarray = None
+    times: dict = field(default_factory=dict)
+
+
+def exif_focal_px(path, width, height):
+    """Focal length in pixels from EXIF FocalLengthIn35mmFilm (36 mm frame width), or None."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            exif = im.getexif()
+            f35 = exif.get_ifd(0x8769).get(0xA405) or exif.get(0xA405)
+    except Exception:  # noqa: BLE001 - EXIF is optional metadata; any reader failure means "none"
+        return None
+    if not f35:
+        return None
+    return float(f35) / 36.0 * max(width, height)
+
+
+def fit_photo(path, model, stages=STAGES, focal=None, all_faces=False, texture_size=1024, image=None):
+    """Fit every requested face of the photo at `path`. Raises InputError / NoFaceError."""
+    for s in stages:
+        if s not in STAGES:
+            raise InputError(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
+    emb = load_embedding(model)
+    if emb is None:
+        raise InputError(f"model '{model.name}' has no landmark embedding; reinstall it with 'facefit model install'")
+    t0 = time.perf_counter()
+    img = read_image(path) if image is None else image
+    H, W = img.shape[:2]
+    t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    faces = lmk.detect_landmarks(img, all_faces=all_faces)
+    t_detect = time.perf_counter() - t0
+    focal_px, focal_source = (float(focal), "given") if focal else (exif_focal_px(path, W, H), "exif")
+    if focal_px is None:
+        focal_source = "estimated"
+    person = None
+    results = []
+    for k, face in enumerate(faces):
+        times = {"read_s": t_read, "detect_s": t_detect / len(faces)}
+        t0 = time.perf_counter()
+        fit = fit_landmarks(model, emb, [face.points], [(W, H)], focal=focal_px)
+        times["coarse_s"] = time.perf_counter() - t0
+        im = fit.images[0]
+        V = model.shape(fit.identity, im.expression)
+        r = FaceResult(str(path), k, face, im, fit.identity, V, times=times)
+        r.focal_source = focal_source
+        t0 = time.perf_counter()
+        if person is None:
+            person = person_mask(img)
+        labels = parse_face(img, face, person)
+        F = model.faces_in("render") if "render" in model.regions else model.faces
+        res = get_renderer().render(V, F, im.camera)
+        vis = vertex_visibility(V, F, im.camera, res)
+        try:
+            r.texture = fit_texture(model, V, im.camera, img, vis, labels == FaceLabel.SKIN)
+            r.texture_image = uv_texture(model, V, im.camera, img, res.depth, r.texture, size=texture_size,
+                                         photo_mask=labels != FaceLabel.OTHER)
+        except ValueError as e:  # too little visible skin: keep the geometry, say why there is no texture
+            r.times["texture_error"] = str(e)
+        times["texture_s"] = time.perf_counter() - t0
+        r.overlay = overlay(img, model, V, im, res, r.texture)
+        results.append(r)
+    return results
+
+
+def overlay(img, model, V, im, res, tex=None, alpha=0.55):
+    """The photo with the fitted mesh (shaded, albedo when known) blended over it, detected landmarks
+    (blue) and fitted landmarks (green)."""
+    F = model.faces_in("render") if "render" in model.regions else model.faces
+    colors = None if tex is None else tex.albedo
+    shaded = get_renderer().render(V, F, im.camera, vertex_colors=colors, light_dir=(0.0, 0.0, -1.0),
+                                   ambient=0.45, diffuse=0.6)
+    out = img.astype(np.float32) / 255.0
+    m = shaded.mask
+    out[m] = (1 - alpha) * out[m] + alpha * shaded.color[m]
+    out8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+    scale = max(1.0, im.camera.width / 800)
+    p68 = lmk.to_68(im.landmarks_2d)
+    radius = float(np.clip(np.linalg.norm(p68[36] - p68[45]) / 90.0, 0.8, 3.0))
+    out8 = draw_points(out8, im.landmarks_2d, (60, 140, 255), radius=radius)
+    out8 = draw_points(out8, im.fitted_2d, (40, 230, 40), radius=radius)
+    return draw_text(out8, [f"landmark error {im.error_px:.1f} px ({100 * im.error_iod:.1f} % IOD)",
+                            "blue: detected  green: fitted"], scale=0.5 * scale)
+
+
+def result_dir(outdir, path, face_index):
+    stem = Path(path).stem
+    return Path(outdir) / (stem if face_index == 0 else f"{stem}_face{face_index}")
+
+
+def write_result(r: FaceResult, model, outdir):
+    """Write one face's outputs; returns the folder."""
+    d = result_dir(outdir, r.image_path, r.face_index)
+    im = r.fit
+    cam = im.camera
+    Vcam = cam.to_camera(r.vertices)
+    if r.texture_image is not None:
+        write_image_atomic(d / "texture.png", r.texture_image)
+        write_text_atomic(d / "mesh.mtl", "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd texture.png\n")
+        write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces, mtl_name="mesh.mtl", material="face")
+    else:
+        write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces)
+    tex = r.texture
+    params = {
+        "image": str(Path(r.image_path).resolve()), "face_index": r.face_index,
+        "image_size": [cam.width, cam.height],
+        "camera": {"K": cam.K.round(6).tolist(), "R": cam.R.round(9).tolist(), "t_mm": cam.t.round(6).tolist(),
+                   "focal_source": getattr(r, "focal_source", "estimated"),
+                   "yaw_deg": round(yaw_of_rotation(cam.R), 3)},
+        "mesh_frame": "camera (OpenCV: x right, y down, z forward), mm",
+        "model": {"name": model.name, "sha256": model.metadata.get("model_sha256")},
+        "identity": r.identity.round(6).tolist(),
+        "expression": dict(zip(model.expression_names, im.expression.round(6).tolist())),
+        "landmarks": {"count": 478, "error_px_median": round(im.error_px, 4),
+                      "error_iod_median": round(im.error_iod, 6),
+                      "interocular_px": round(r.landmarks.interocular(), 3)},
+        "lighting": None if tex is None else {"sh": tex.sh.round(6).tolist(), "phong": tex.phong.to_dict(),
+                                              "rms_sh": round(tex.residual_sh, 5),
+                                              "rms_phong": round(tex.residual_phong, 5)},
+        "stages": {"coarse": {"seconds": round(r.times["coarse_s"], 4)}},
+        "times_s": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.times.items()},
+    }
+    write_json_atomic(d / "params.json", params)
+    write_json_atomic(d / "landmarks.json", {"detected": r.landmarks.to_dict(),
+                                             "fitted": np.round(im.fitted_2d, 3).tolist(),
+                                             "convention": "OpenCV pixels: (0, 0) is the centre of the top-left pixel"})
+    write_image_atomic(d / "overlay.png", r.overlay)
+    return d

@@ -1,0 +1,64 @@
+"""`facefit fit` on real photos: outputs, their consistency, and the error paths."""
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from conftest import PHOTOS, need
+from fitter.io import read_image
+from fitter.mesh import read_obj
+
+
+@pytest.fixture(scope="module")
+def fitted(ict_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit")
+    photo = need(PHOTOS / "whitehouse_obama.jpg", "photo")
+    r = CliRunner().invoke(cli, ["fit", str(photo), "-o", str(out), "--json", "--texture-size", "512"])
+    assert r.exit_code == 0, r.output
+    return out / "whitehouse_obama", json.loads(r.output.strip().splitlines()[-1])
+
+
+def test_outputs_are_complete_and_consistent(fitted, ict_model):
+    d, summary = fitted
+    assert summary["ok"] and summary["landmark_error_iod"] < 0.03
+    for name in ("mesh.obj", "mesh.mtl", "texture.png", "params.json", "overlay.png", "landmarks.json"):
+        assert (d / name).is_file(), name
+    params = json.loads((d / "params.json").read_text())
+    mesh = read_obj(d / "mesh.obj")
+    assert mesh.V.shape == (ict_model.n_vertices, 3) and len(mesh.F) == len(ict_model.faces)
+    K = np.array(params["camera"]["K"])
+    # the mesh is written in the camera frame: projecting it with K lands the fitted landmarks
+    lm = json.loads((d / "landmarks.json").read_text())
+    detected = np.array(lm["detected"]["points"])
+    nose_tip = ict_model.metadata["reference_landmarks_68"][30]
+    p = K @ mesh.V[nose_tip]
+    uv = p[:2] / p[2]
+    assert np.linalg.norm(uv - detected[4]) < 0.1 * params["landmarks"]["interocular_px"]  # MediaPipe 4: nose tip
+    assert mesh.V[:, 2].min() > 100  # in front of the camera, mm
+    tex = read_image(d / "texture.png")
+    assert tex.shape == (512, 512, 3)
+    assert params["lighting"]["rms_sh"] < 0.1
+    assert set(params["expression"]) == set(ict_model.expression_names)
+    assert all(0 <= v <= 1 for v in params["expression"].values())
+
+
+def test_error_paths_one_line_and_others_still_fitted(ict_model, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    blank = tmp_path / "blank.png"
+    import cv2
+
+    cv2.imwrite(str(blank), np.full((120, 160, 3), 200, np.uint8))
+    good = need(PHOTOS / "skimage_astronaut.png", "photo")
+    r = CliRunner().invoke(cli, ["fit", str(bad), str(tmp_path), str(blank), str(good), "-o", str(tmp_path / "o")])
+    assert r.exit_code == 4  # some failed, some fitted
+    lines = [l for l in r.output.splitlines() if l.startswith("facefit:")]
+    assert len(lines) == 3 and "Traceback" not in r.output
+    assert "not a readable image" in lines[0] and "directory" in lines[1] and "no face found" in lines[2]
+    assert (tmp_path / "o" / "skimage_astronaut" / "mesh.obj").is_file()
+    r = CliRunner().invoke(cli, ["fit", str(blank), "-o", str(tmp_path / "o2")])
+    assert r.exit_code == 3  # everything failed
+    r = CliRunner().invoke(cli, ["fit", str(good), "--stages", "coarse,bogus", "-o", str(tmp_path / "o3")])
+    assert r.exit_code != 0 and "unknown stage" in r.output

@@ -81,3 +81,165 @@ def foundation(name="ict", repeats=20, install_from=None):
                 else:
                     os.environ["FACEFIT_HOME"] = old
     return out
+
+
+# --- coarse stage -------------------------------------------------------------------------------
+SYNTH_SEED = 777  # identities never used elsewhere (embedding: 0 and 1000; tests: < 100)
+SYNTH_YAWS = (-60, -30, 0, 30, 60)
+SYNTH_PITCHES = (-20, 0, 20)
+
+
+def _face_error(model, V_fit, V_true):
+    """Median distance (mm) over the face area after similarity alignment of V_fit onto V_true."""
+    from .align import align
+
+    face = model.regions["face"]
+    return float(np.median(np.linalg.norm(align(V_fit[face], V_true[face]) - V_true[face], axis=1)))
+
+
+def _rotation_error_deg(R1, R2):
+    return float(np.degrees(np.arccos(np.clip((np.trace(R1.T @ R2) - 1) / 2, -1, 1))))
+
+
+class EosPeer:
+    """eos (eos-py) fitted on the same landmarks: an eos model built from the same ICT arrays (face
+    area, identity PCA + 53 blendshapes), landmarks mapped to the vertex nearest to our embedding of
+    each non-contour MediaPipe point, eos's defaults otherwise (scaled-orthographic camera)."""
+
+    def __init__(self, model, emb):
+        import eos
+
+        self.eos = eos
+        face = model.regions["face"]
+        F, old = _face_submesh(model)
+        self.face = old
+        K = model.identity_basis[:, old].reshape(model.n_identity, -1).T.astype(np.float64)  # (3n, K)
+        norms = np.linalg.norm(K, axis=0)
+        shape = eos.morphablemodel.PcaModel(model.mean[old].ravel().astype(np.float32),
+                                            (K / norms).astype(np.float32), (norms ** 2).astype(np.float32),
+                                            F.tolist())
+        blend = [eos.morphablemodel.Blendshape(n, model.expression_basis[j][old].ravel().astype(np.float32))
+                 for j, n in enumerate(model.expression_names)]
+        # each non-contour landmark -> nearest face vertex of its embedded point on the mean shape
+        P = emb.points(model.mean, model.faces, 0.0)
+        from scipy.spatial import cKDTree
+
+        tree = cKDTree(model.mean[old])
+        contour = set(emb.contour_ids.tolist())
+        self.ids = [i for i in range(478) if i not in contour and i < 468]
+        _, vid = tree.query(P[self.ids])
+        defs = {f"mp{i}": int(v) for i, v in zip(self.ids, vid)}  # non-numeric names: eos must use these
+        self.vertex_of = dict(zip(self.ids, vid))
+        self.model = eos.morphablemodel.MorphableModel(shape, blend, eos.morphablemodel.PcaModel(), defs)
+        self.mapper = eos.core.LandmarkMapper()
+        self.n_identity = model.n_identity
+
+    def fit(self, points, width, height):
+        eos = self.eos
+        lms = [eos.core.Landmark(f"mp{i}", np.asarray(points[i], np.float32)) for i in self.ids]
+        mesh, rp, shape_c, blend_c = eos.fitting.fit_shape_and_pose(self.model, lms, self.mapper, width, height)
+        V = np.asarray(mesh.vertices, np.float64)
+        P = eos.fitting.get_3x4_affine_camera_matrix(rp, width, height)
+        X = np.c_[V[[self.vertex_of[i] for i in self.ids]], np.ones(len(self.ids))]
+        proj = (X @ np.asarray(P, np.float64).T)[:, :2]  # image pixels, y down (as the landmarks)
+        R_gl = np.asarray(rp.get_modelview())[:3, :3]
+        return V, proj, R_gl, np.asarray(shape_c), np.asarray(blend_c)
+
+
+def _face_submesh(model):
+    from .mesh import submesh
+
+    mask = np.zeros(model.n_vertices, bool)
+    mask[model.regions["face"]] = True
+    return submesh(model.faces, mask)
+
+
+def coarse(name="ict", n_identities=6, seed=SYNTH_SEED, with_eos=True, image_size=640, focal_px=1000.0, log=print):
+    """Synthetic ground-truth benchmark of the coarse fit (and eos on the same detected landmarks).
+
+    Random identities (N(0, 1)) with sparse random expressions (3 blendshapes in [0, 0.5]) rendered at
+    yaw -60..60 (step 30) x pitch -20/0/20 with random light and skin tone; MediaPipe detects the
+    landmarks; each fit is scored by the face-area vertex error after similarity alignment (mm), the
+    rotation error (degrees) and the landmark reprojection error (px). The mean face is the baseline.
+    """
+    from . import landmarks as lmk
+    from . import store
+    from .camera import look_at_face
+    from .coarse import fit_landmarks, landmark_basis
+    from .embedding import load_embedding, render_albedo
+    from .errors import NoFaceError
+    from .render import get_renderer
+
+    model = store.load_model(name)
+    emb = load_embedding(model)
+    landmark_basis(model, emb)
+    rng = np.random.default_rng(seed)
+    albedo0 = render_albedo(model)
+    F = model.faces_in("render")
+    peer = EosPeer(model, emb) if with_eos else None
+    rows = []
+    for k in range(n_identities):
+        alpha = rng.standard_normal(model.n_identity)
+        beta = np.zeros(model.n_expression)
+        beta[rng.choice(model.n_expression, 3, replace=False)] = rng.uniform(0, 0.5, 3)
+        V = model.shape(alpha, beta)
+        tone = rng.uniform(0.75, 1.15)
+        for yaw in SYNTH_YAWS:
+            for pitch in SYNTH_PITCHES:
+                cam = look_at_face(V[model.regions["face"]].mean(0), yaw, pitch, rng.uniform(550, 700), focal_px,
+                                   image_size, image_size)
+                light = (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0)
+                img = get_renderer().render(V, F, cam, vertex_colors=np.clip(albedo0 * tone, 0, 1), light_dir=light,
+                                            background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+                row = {"identity": k, "yaw": yaw, "pitch": pitch}
+                t0 = time.perf_counter()
+                try:
+                    pts = lmk.detect_landmarks(img)[0].points
+                except NoFaceError:
+                    row["detected"] = False
+                    rows.append(row)
+                    continue
+                row.update(detected=True, detect_ms=1e3 * (time.perf_counter() - t0))
+                row["mean_face_mm"] = _face_error(model, model.mean, V)
+                for tag, f in (("ours_known_f", focal_px), ("ours", None)):
+                    fit = fit_landmarks(model, emb, [pts], [(image_size, image_size)], focal=f)
+                    im = fit.images[0]
+                    row[f"{tag}_ms"] = 1e3 * fit.seconds
+                    row[f"{tag}_mm"] = _face_error(model, model.shape(fit.identity, im.expression), V)
+                    row[f"{tag}_rot_deg"] = _rotation_error_deg(im.camera.R, cam.R)
+                    row[f"{tag}_px"] = im.error_px
+                if peer is not None:
+                    t0 = time.perf_counter()
+                    Ve, proj, R_gl, _, _ = peer.fit(pts, image_size, image_size)
+                    row["eos_ms"] = 1e3 * (time.perf_counter() - t0)
+                    Vfull = V.copy()
+                    Vfull[peer.face] = Ve
+                    row["eos_mm"] = _face_error(model, Vfull, V)
+                    row["eos_rot_deg"] = _rotation_error_deg(np.diag([1.0, -1.0, -1.0]) @ R_gl, cam.R)
+                    row["eos_px"] = float(np.median(np.linalg.norm(proj - pts[peer.ids], axis=1)))
+                rows.append(row)
+        log(f"identity {k + 1}/{n_identities} done")
+    return summarise_coarse(rows, with_eos)
+
+
+def summarise_coarse(rows, with_eos):
+    ok = [r for r in rows if r.get("detected")]
+    out = {"renders": len(rows), "detected": len(ok)}
+    keys = ["mean_face_mm", "ours_known_f_mm", "ours_mm", "ours_known_f_rot_deg", "ours_rot_deg", "ours_known_f_px",
+            "ours_px", "ours_known_f_ms", "ours_ms", "detect_ms"]
+    if with_eos:
+        keys += ["eos_mm", "eos_rot_deg", "eos_px", "eos_ms"]
+    for k in keys:
+        vals = np.array([r[k] for r in ok])
+        out[k] = {"mean": round(float(vals.mean()), 3), "median": round(float(np.median(vals)), 3)}
+    by_yaw = {}
+    for yaw in SYNTH_YAWS:
+        sel = [r for r in ok if r["yaw"] == yaw]
+        if sel:
+            by_yaw[str(yaw)] = {k: round(float(np.mean([r[k] for r in sel])), 3)
+                                for k in ("mean_face_mm", "ours_mm") + (("eos_mm",) if with_eos else ())}
+    out["by_yaw_mean_mm"] = by_yaw
+    if with_eos:
+        out["ratio_eos_over_ours_mm"] = round(out["eos_mm"]["mean"] / out["ours_mm"]["mean"], 3)
+        out["ratio_eos_over_ours_ms"] = round(out["eos_ms"]["median"] / out["ours_ms"]["median"], 3)
+    return out

@@ -257,18 +257,22 @@ def _pose_jacobian(RX, Xc, f):
 
 
 def fit_landmarks(model: MorphableModel, emb: LandmarkEmbedding, points_list, image_sizes, focal=None,
-                  iterations=8, identity=None, landmark_weights=None, expression_reg=10.0, tol=0.03):
+                  iterations=8, identity=None, landmark_weights=None, expression_reg=10.0, tol=0.03,
+                  noise_fraction=NOISE_FRACTION_OF_IOD):
     """Fit one identity and per-image pose/expression to detected landmarks.
 
     points_list: list of (478, 2) pixel arrays (one per image of the same person); image_sizes: list of
-    (W, H); focal: None (estimated), a number, or a list (px) per image; identity: fixed α (not solved).
+    (W, H); focal: None (estimated), a number, or a list (px) per image; identity: fixed α (not solved);
+    noise_fraction: landmark noise σ as a fraction of the interocular distance (it sets the balance
+    between the landmarks and the priors: detected landmarks ~0.05, exact synthetic ones ~0.01);
+    expression_reg: weight of ‖β‖².
     After a PnP start, all unknowns are solved jointly by Levenberg-Marquardt (the normal equations
     reduced by a Schur complement onto the bounded expression block), with Cauchy IRLS weights; stops
     when the cost falls by less than `tol` (relative) or after `iterations`. Returns a CoarseFit.
     """
     with _single_threaded_blas():
         return _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, identity, landmark_weights,
-                              expression_reg, tol)
+                              expression_reg, tol, noise_fraction)
 
 
 def _single_threaded_blas():
@@ -289,7 +293,7 @@ _blas_controller = None
 
 
 def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, identity, landmark_weights,
-                   expression_reg, tol):
+                   expression_reg, tol, noise_fraction):
     t0 = time.perf_counter()
     n = len(points_list)
     if n == 0:
@@ -313,7 +317,7 @@ def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, iden
         iod = float(np.linalg.norm(p68[36] - p68[45]))
         lm = lb.at_yaw(0.0)
         R, t = initial_pose(lm[0], u, f0, c, base_w)
-        sigma = max(NOISE_FRACTION_OF_IOD * iod, 0.5)
+        sigma = max(noise_fraction * iod, 0.5)
         imgs.append(dict(u=u, c=c, R=R, t=t, logf=np.log(f0), logf0=np.log(f0), sigma=sigma, iod=iod, lm=lm,
                          f_prec=1e10 if fgiven else 1.0 / FOCAL_PRIOR_SIGMA ** 2, w=base_w.copy(), beta=np.zeros(E)))
     nf = K + 7 * n          # free block: α, then (ω, t, log f) per image

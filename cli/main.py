@@ -197,6 +197,60 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         sys.exit(3 if failed == len(paths) else 4)
 
 
+@cli.command("eval")
+@click.argument("recon", type=click.Path())
+@click.argument("gt", type=click.Path())
+@click.option("--gt-landmarks", type=click.Path(), default=None,
+              help="3D points in GT units: the nose tip alone, or right eye, left eye, nose tip, right and "
+                   "left mouth corner (one 'x y z' per line). Default: found by rendering the GT and "
+                   "detecting its landmarks.")
+@click.option("--gt-units", type=click.Choice(["mm", "cm", "m"]), default=None, help="Default: inferred.")
+@click.option("--model", "model_name", default="ict", show_default=True,
+              help="The model whose topology RECON has (for its nose tip, landmarks and outer skin).")
+@click.option("--crop", "crop_mm", default=95.0, show_default=True, help="Crop radius around the nose tip, mm.")
+@click.option("--symmetric", is_flag=True, help="Also report the reconstruction-to-GT direction.")
+@click.option("--json", "as_json", is_flag=True)
+def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, as_json):
+    """MICC-protocol error of a reconstruction RECON (a facefit mesh) against a ground-truth scan GT."""
+    import numpy as np
+
+    from fitter import landmarks as lmk
+    from fitter import store
+    from fitter.errors import InputError
+    from fitter.evaluate import micc_error
+    from fitter.mesh import read_obj
+    from fitter.scan import find_face_frame, read_points, read_scan
+
+    model = store.load_model(model_name)
+    rec = read_obj(recon)
+    if len(rec.V) != model.n_vertices:
+        raise InputError(f"{recon} has {len(rec.V)} vertices, model '{model_name}' has {model.n_vertices}: "
+                         f"give a mesh written by 'facefit fit' with that model")
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    scan = read_scan(gt, gt_units)
+    if gt_landmarks:
+        P = read_points(gt_landmarks) * scan.unit_scale
+        if len(P) not in (1, 5):
+            raise InputError(f"{gt_landmarks}: give 1 point (nose tip) or 5 (eyes, nose tip, mouth corners)")
+        nose, gt_pts = (P[0], None) if len(P) == 1 else (P[2], P)
+    else:
+        frame = find_face_frame(scan)
+        p68 = lmk.to_68(np.nan_to_num(frame.landmarks))
+        nose = frame.nose_tip
+        gt_pts = np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
+    R68 = rec.V[ref]
+    rec_pts = np.stack([R68[36:42].mean(0), R68[42:48].mean(0), R68[30], R68[48], R68[54]])
+    res = micc_error(rec.V, rec.F, scan.V, scan.F, nose, R68[30], rec_pts if gt_pts is not None else None,
+                     gt_pts, crop_mm=crop_mm, symmetric=symmetric, recon_mask=model.region_mask("outer_skin"))
+    res.pop("transform")
+    if as_json:
+        click.echo(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}))
+    else:
+        click.echo(f"MICC error {res['mean_mm']:.3f} mm (RMSE {res['rmse_mm']:.3f}, median {res['median_mm']:.3f}) "
+                   f"over {res['gt_points']} GT points within {crop_mm:g} mm of the nose tip; scale {res['scale']:.4f}"
+                   + (f"; symmetric {res['symmetric_mean_mm']:.3f} mm" if symmetric else ""))
+
+
 @cli.group(cls=FacefitGroup)
 def bench():
     """Benchmarks (speed and accuracy); results are recorded in BENCHMARKS.md."""
@@ -214,6 +268,26 @@ def bench_foundation(name, repeats, install_from, as_json):
 
     res = foundation(name, repeats, install_from)
     click.echo(json.dumps(res, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+
+
+@bench.command("coarse")
+@click.option("--model", "name", default="ict", show_default=True)
+@click.option("--identities", default=6, show_default=True, help="Synthetic identities (x 15 poses each).")
+@click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
+              help="The shared data folder (with scan-*/): also score Florence-style renders of the scans.")
+@click.option("--no-eos", is_flag=True, help="Leave out the eos peer.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_coarse(name, identities, scan_dir, no_eos, as_json):
+    """Coarse fit on synthetic ground truth (and real scans), with eos side by side."""
+    from fitter import bench as B
+
+    log = (lambda m: click.echo(m, err=True))
+    res = {"synthetic": B.coarse(name, identities, with_eos=not no_eos, log=log)}
+    if scan_dir:
+        from pathlib import Path
+
+        res["scans"] = B.scans(name, Path(scan_dir), with_eos=not no_eos, log=log)
+    click.echo(json.dumps(res, indent=None if as_json else 2))
 
 
 def main():

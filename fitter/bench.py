@@ -243,3 +243,110 @@ def summarise_coarse(rows, with_eos):
         out["ratio_eos_over_ours_mm"] = round(out["eos_mm"]["mean"] / out["ours_mm"]["mean"], 3)
         out["ratio_eos_over_ours_ms"] = round(out["eos_ms"]["median"] / out["ours_ms"]["median"], 3)
     return out
+
+
+# --- real scans rendered Florence-style ----------------------------------------------------------
+SCANS = (  # (folder, mesh, texture or None, whether its units are arbitrary)
+    ("scan-meshmonk", "DemoFace_10K.obj", None, False),
+    ("scan-fran", "fran_cut.vtk", "fran_cut.png", False),
+    ("scan-leeperrysmith", "LeePerrySmith.glb", None, True),
+)
+FLORENCE_YAWS = tuple(range(-90, 91, 15))
+FLORENCE_PITCHES = (-20, 0, 20)
+ADULT_OUTER_IOD_MM = 90.0  # used only to scale a scan given in arbitrary units
+
+
+def load_gt_scan(data_dir, folder, mesh, texture, arbitrary_units):
+    """A scan in mm with its face frame; arbitrary-unit scans are scaled to a 90 mm outer interocular
+    distance (measured on the scan through the detector)."""
+    from . import landmarks as lmk
+    from .scan import find_face_frame, read_scan, texture_colors
+
+    scan = read_scan(data_dir / folder / mesh)
+    if texture:
+        scan.colors = texture_colors(scan, data_dir / folder / texture)
+    frame = find_face_frame(scan)
+    if arbitrary_units:
+        p68 = lmk.to_68(np.nan_to_num(frame.landmarks))
+        k = ADULT_OUTER_IOD_MM / np.linalg.norm(p68[36] - p68[45])
+        scan.V = scan.V * k
+        frame = find_face_frame(scan)
+    return scan, frame
+
+
+def _five_points(p68):
+    """Right eye, left eye, nose tip, right and left mouth corner from iBUG-68 points."""
+    return np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
+
+
+def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=1000.0, seed=0, log=print):
+    """Fit renders of real scans (yaw -90..90 step 15 x pitch -20/0/20, random light, 640², f = 1000 px,
+    650 mm) and score each fit by the MICC protocol against the scan; the mean face and eos (on the same
+    landmarks) are scored the same way."""
+    from pathlib import Path
+
+    from . import landmarks as lmk
+    from . import store
+    from .camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+    from .coarse import fit_landmarks
+    from .embedding import load_embedding
+    from .errors import NoFaceError
+    from .evaluate import micc_error
+    from .render import get_renderer
+
+    data_dir = Path(data_dir)
+    model = store.load_model(name)
+    emb = load_embedding(model)
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    mask = model.region_mask("outer_skin")
+    peer = EosPeer(model, emb) if with_eos else None
+    rng = np.random.default_rng(seed)
+    results = {}
+    for folder, mesh, texture, arbitrary in SCANS:
+        if not (data_dir / folder / mesh).is_file():
+            log(f"skipping {folder}: not found")
+            continue
+        scan, frame = load_gt_scan(data_dir, folder, mesh, texture, arbitrary)
+        gt_pts = _five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
+        colors = scan.colors if scan.colors is not None else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+        rows = []
+        for yaw in FLORENCE_YAWS:
+            for pitch in FLORENCE_PITCHES:
+                Rm = MODEL_TO_OPENCV @ rotation_matrix(yaw, pitch) @ frame.R  # scan -> face frame -> camera
+                cam = Camera(intrinsics(focal_px, image_size, image_size), Rm,
+                             np.array([0, 0, 650.0]) - Rm @ frame.nose_tip, image_size, image_size)
+                light = (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0)
+                img = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=light,
+                                            background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+                row = {"yaw": yaw, "pitch": pitch}
+                try:
+                    pts = lmk.detect_landmarks(img)[0].points
+                except NoFaceError:
+                    rows.append(dict(row, detected=False))
+                    continue
+                row["detected"] = True
+                fit = fit_landmarks(model, emb, [pts], [(image_size, image_size)], focal=focal_px)
+                V = model.shape(fit.identity, fit.images[0].expression)
+                for tag, Vr in (("ours", V), ("mean_face", model.mean)):
+                    e = micc_error(Vr, model.faces, scan.V, scan.F, frame.nose_tip, Vr[ref[30]],
+                                   _five_points(Vr[ref]), gt_pts, recon_mask=mask)
+                    row[f"{tag}_mm"] = e["mean_mm"]
+                    row[f"{tag}_rmse_mm"] = e["rmse_mm"]
+                if peer is not None:
+                    Ve = peer.fit(pts, image_size, image_size)[0]
+                    Vfull = model.mean.copy()
+                    Vfull[peer.face] = Ve
+                    fmask = np.zeros(model.n_vertices, bool)
+                    fmask[peer.face] = True
+                    e = micc_error(Vfull, model.faces, scan.V, scan.F, frame.nose_tip, Vfull[ref[30]],
+                                   _five_points(Vfull[ref]), gt_pts, recon_mask=fmask & mask)
+                    row["eos_mm"] = e["mean_mm"]
+                rows.append(row)
+        ok = [r for r in rows if r.get("detected")]
+        res = {"renders": len(rows), "detected": len(ok),
+               "detected_yaws": sorted({r["yaw"] for r in ok})}
+        for k in ("mean_face_mm", "ours_mm", "ours_rmse_mm") + (("eos_mm",) if peer else ()):
+            res[k] = round(float(np.mean([r[k] for r in ok])), 3) if ok else None
+        results[folder] = res
+        log(f"{folder}: {res}")
+    return results

@@ -1,0 +1,169 @@
+"""Reading scans (OBJ, legacy VTK polydata, PLY/STL/OFF/glTF through open3d), converting them to mm,
+and finding a scan's face frame (forward, up, nose tip) with the project's renderer and detector."""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .errors import InputError, NoFaceError
+from .mesh import read_obj
+
+
+@dataclass
+class Scan:
+    V: np.ndarray                       # (N, 3) mm
+    F: np.ndarray                       # (M, 3) int32
+    colors: Optional[np.ndarray] = None  # (N, 3) in [0, 1] when the file has vertex colours
+    uv: Optional[np.ndarray] = None      # (N, 2) per-vertex texture coordinates
+    unit_scale: float = 1.0
+
+
+def _read_vtk(path):
+    """ASCII legacy VTK POLYDATA: POINTS, POLYGONS (split into triangles), optional TEXTURE_COORDINATES."""
+    toks = Path(path).read_text(errors="replace").split()
+    if "POLYDATA" not in toks[:20]:
+        raise InputError(f"{path}: only ASCII legacy VTK POLYDATA files are supported")
+
+    def after(key):
+        return toks.index(key) + 1 if key in toks else None
+
+    i = after("POINTS")
+    if i is None:
+        raise InputError(f"{path} has no POINTS")
+    n = int(toks[i])
+    V = np.array(toks[i + 2:i + 2 + 3 * n], float).reshape(n, 3)
+    tris = []
+    j = after("POLYGONS")
+    if j is not None:
+        m, pos = int(toks[j]), j + 2
+        for _ in range(m):
+            k = int(toks[pos])
+            idx = [int(t) for t in toks[pos + 1:pos + 1 + k]]
+            tris += [(idx[0], idx[a], idx[a + 1]) for a in range(1, k - 1)]
+            pos += k + 1
+    if not tris:
+        raise InputError(f"{path} has no POLYGONS")
+    uv = None
+    j = after("TEXTURE_COORDINATES")
+    if j is not None:
+        dim = int(toks[j + 1])
+        uv = np.array(toks[j + 3:j + 3 + dim * n], float).reshape(n, dim)[:, :2]
+    return V, np.array(tris, np.int32), uv
+
+
+def read_scan(path, units=None) -> Scan:
+    """A scan in mm. `units` ('mm', 'cm', 'm') or None to infer from the size of the head."""
+    from .model import UNIT_SCALES, infer_unit_scale
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path} does not exist")
+    suffix = path.suffix.lower()
+    colors = uv = None
+    if suffix == ".obj":
+        m = read_obj(path)
+        V, F = m.V, m.F
+    elif suffix == ".vtk":
+        V, F, uv = _read_vtk(path)
+    elif suffix in (".ply", ".stl", ".off", ".glb", ".gltf"):
+        import open3d as o3d
+
+        mesh = o3d.io.read_triangle_mesh(str(path))
+        V, F = np.asarray(mesh.vertices, float), np.asarray(mesh.triangles, np.int32)
+        if len(V) == 0:
+            raise InputError(f"{path} holds no triangle mesh open3d can read")
+        if mesh.has_vertex_colors():
+            colors = np.asarray(mesh.vertex_colors, float)
+    else:
+        raise InputError(f"{path}: unsupported mesh format '{suffix}' (use .obj, .vtk, .ply, .stl, .off, .glb)")
+    used = np.unique(F)
+    scale = UNIT_SCALES[units] if units else infer_unit_scale(V[used])
+    return Scan(V * scale, F.astype(np.int32), colors, uv, scale)
+
+
+def read_points(path):
+    """(K, 3) points from a text/CSV file (one 'x y z' or 'x,y,z' per line)."""
+    try:
+        rows = [l.replace(",", " ").split() for l in Path(path).read_text().splitlines() if l.strip()]
+        P = np.array([[float(v) for v in r[:3]] for r in rows if not r[0].startswith("#")])
+    except (OSError, ValueError, IndexError) as e:
+        raise InputError(f"{path}: cannot read 3D points ({e})") from None
+    if P.ndim != 2 or P.shape[1] != 3 or len(P) == 0:
+        raise InputError(f"{path}: expected lines of 'x y z'")
+    return P
+
+
+def texture_colors(scan: Scan, texture_path):
+    """Per-vertex colours sampled from a texture image at the scan's per-vertex UVs."""
+    from .io import read_image
+    from .texture import sample_image
+
+    img = read_image(texture_path)
+    H, W = img.shape[:2]
+    uv = scan.uv
+    px = np.stack([uv[:, 0] * W - 0.5, (1 - uv[:, 1]) * H - 0.5], 1)
+    return sample_image(img.astype(np.float32) / 255.0, px)
+
+
+@dataclass
+class FaceFrame:
+    R: np.ndarray        # (3, 3) rows: the scan's x (subject's left -> right as seen), up, forward axes
+    nose_tip: np.ndarray  # (3,) mm
+    landmarks: np.ndarray  # (478, 3) detected MediaPipe points lifted onto the scan (NaN where off it)
+    yaw_found: tuple
+
+
+def find_face_frame(scan: Scan, size=512):
+    """Orient a scan: render it looking along each axis direction (and rolled), run the landmark
+    detector, lift the detected points onto the scan through the index map, and build the face frame
+    from the eyes and mouth; the nose tip is MediaPipe point 4 lifted onto the surface."""
+    from . import landmarks as lmk
+    from .camera import Camera, intrinsics
+    from .render import get_renderer
+
+    V, F = scan.V, scan.F
+    center = V[np.unique(F)].mean(0)
+    extent = float(np.ptp(V[np.unique(F)], axis=0).max())
+    colors = scan.colors if scan.colors is not None else np.full((len(V), 3), 0.72)
+    axes = np.eye(3)
+    best = None
+    for fwd in list(axes) + list(-axes):
+        for up in list(axes) + list(-axes):
+            if abs(fwd @ up) > 0.5:
+                continue
+            z = -fwd  # the camera looks against the face's forward direction
+            y = -up   # image y points down
+            x = np.cross(y, z)
+            R = np.stack([x, y, z])
+            dist = 2.2 * extent
+            f = size * 1.2
+            cam = Camera(intrinsics(f, size, size), R, np.array([0, 0, dist]) - R @ center, size, size)
+            res = get_renderer().render(V, F, cam, vertex_colors=colors, light_dir=(0.0, -0.3, -1.0),
+                                        background=(0.25, 0.25, 0.28))
+            try:
+                face = lmk.detect_landmarks(res.color_uint8())[0]
+            except NoFaceError:
+                continue
+            score = face.area
+            if best is None or score > best[0]:
+                best = (score, cam, res, face, (tuple(fwd), tuple(up)))
+    if best is None:
+        raise NoFaceError("no face found in renders of the scan from the six axis directions")
+    _, cam, res, face, found = best
+    P = res.surface_points(V, F)
+    px = np.clip(np.rint(face.points).astype(int), 0, size - 1)
+    L3 = P[px[:, 1], px[:, 0]]
+    p68 = lmk.to_68(np.nan_to_num(L3))
+    eye_r, eye_l = p68[36:42].mean(0), p68[42:48].mean(0)
+    mouth = p68[[48, 54]].mean(0)
+    xaxis = eye_l - eye_r
+    xaxis /= np.linalg.norm(xaxis)
+    up = (eye_r + eye_l) / 2 - mouth
+    up -= xaxis * (up @ xaxis)
+    up /= np.linalg.norm(up)
+    fwd = np.cross(xaxis, up)
+    if fwd @ (cam.R[2]) > 0:  # forward must point towards the camera
+        fwd = -fwd
+    nose = L3[4]
+    return FaceFrame(np.stack([xaxis, up, fwd]), nose, L3, found)

@@ -52,6 +52,7 @@ test-all: setup
 ## bench: benchmarks; results go to BENCHMARKS.md by hand with the command that made them
 bench: setup
 	$(FACEFIT) bench foundation
+	$(FACEFIT) bench coarse --scans ../shared/data
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

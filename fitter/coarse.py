@@ -27,6 +27,7 @@ from .model import MorphableModel
 
 REGION_WEIGHTS = {"contour": 0.5, "brows": 1.0, "irises": 0.0, "eyes": 2.0, "lips": 2.0, "nose": 2.0, "other": 0.5}
 NOISE_FRACTION_OF_IOD = 0.05    # landmark noise σ as a fraction of the interocular distance (px)
+YAW_NOISE_DEG = 60.0            # σ grows by (1 + (|yaw| / this)²): x2 at 60° (tuned on synthetic renders)
 FOCAL_PRIOR_FACTOR = 1.4        # f0 = factor × max(W, H) when nothing better is known (≈ 50 mm lens)
 FOCAL_PRIOR_SIGMA = 0.5         # std of log f around f0
 
@@ -317,7 +318,9 @@ def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, iden
         iod = float(np.linalg.norm(p68[36] - p68[45]))
         lm = lb.at_yaw(0.0)
         R, t = initial_pose(lm[0], u, f0, c, base_w)
-        sigma = max(noise_fraction * iod, 0.5)
+        # landmark noise grows with the view's yaw (the detector guesses more of a turned face)
+        yaw0 = abs(yaw_of_rotation(R))
+        sigma = max(noise_fraction * iod, 0.5) * (1.0 + (yaw0 / YAW_NOISE_DEG) ** 2)
         imgs.append(dict(u=u, c=c, R=R, t=t, logf=np.log(f0), logf0=np.log(f0), sigma=sigma, iod=iod, lm=lm,
                          f_prec=1e10 if fgiven else 1.0 / FOCAL_PRIOR_SIGMA ** 2, w=base_w.copy(), beta=np.zeros(E)))
     nf = K + 7 * n          # free block: α, then (ω, t, log f) per image

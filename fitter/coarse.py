@@ -114,6 +114,7 @@ def landmark_basis(model, emb):
     key = ("landmark_basis", id(emb))
     if key not in model.cache:
         model.cache[key] = LandmarkBasis(model, emb)
+        _single_threaded_blas()  # creates the BLAS controller now, not inside the first fit
     return model.cache[key]
 
 

@@ -24,7 +24,6 @@ def foundation(name="ict", repeats=20, install_from=None):
     from . import landmarks as lmk
     from . import store
     from .camera import look_at_face
-    from .closest import MeshQuery  # noqa: F401  (same open3d build as the peer below)
     from .embedding import DISTANCE_MM, FOCAL_PX, render_albedo
     from .render import get_renderer, vertex_visibility
 
@@ -110,7 +109,6 @@ class EosPeer:
         import eos
 
         self.eos = eos
-        face = model.regions["face"]
         F, old = _face_submesh(model)
         self.face = old
         K = model.identity_basis[:, old].reshape(model.n_identity, -1).T.astype(np.float64)  # (3n, K)

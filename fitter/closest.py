@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .mesh import interpolate
+
 
 @dataclass
 class ClosestPoints:
@@ -38,7 +40,7 @@ class MeshQuery:
         bary = np.stack([1.0 - uv[:, 0] - uv[:, 1], uv[:, 0], uv[:, 1]], axis=1)
         bary = np.clip(bary, 0.0, 1.0)
         bary /= bary.sum(axis=1, keepdims=True)
-        P = np.einsum("qk,qkc->qc", bary, self.V[self.F[tri]])  # float64, exact on the surface
+        P = interpolate(self.V, self.F, tri, bary)  # float64, exactly on the surface
         return ClosestPoints(P, tri, bary, np.linalg.norm(P - Q, axis=1))
 
 

@@ -5,12 +5,14 @@ shared across the images of one person: identity α (N(0, 1) prior). Camera: per
 pixels, principal point at the image centre. Landmarks: MediaPipe's 478 points tied to the model
 by the derived embedding (fitter.embedding); face-contour correspondences follow the view's yaw.
 
-Objective (pixels, σ = noise scale per image):
-    Σ_i w_i ρ(‖π(R X_i(α, β) + t) - u_i‖ / σ) + ‖α‖² + λ_β ‖β‖²,   β ∈ [0, 1] for blendshapes
-w_i = region weight × embedding consistency weight; ρ is Cauchy, solved by iteratively reweighted
-least squares. Alternation: pose (R, t, log f) by Levenberg-Marquardt on the reprojection error;
-shape (α, β) by a bounded ridge solve of the depth-normalised linearisation
-(f x - (u - c_x) z) / z_prev (linear in α, β). Several images share α in one joint solve.
+Objective (pixels, σ = noise scale per image, growing with the view's yaw):
+    Σ_i w_i ρ(‖π(R X_i(α, β) + t) - u_i‖ / σ) + ‖α‖² + λ_β ‖β‖² + (log f - log f0)² / σ_f²,
+    β ∈ [0, 1] for blendshapes
+w_i = region weight × embedding consistency weight × how squarely the landmark's surface faces the
+camera; ρ is Cauchy, handled by iteratively reweighted least squares. After a PnP start (OpenCV
+SQPnP on the mean shape), every unknown is solved jointly by Levenberg-Marquardt: the normal
+equations are reduced by a Schur complement onto the expression block, whose bounds are met by an
+active-set solve. Several images of one person share α in the same system.
 """
 import time
 from dataclasses import dataclass, field
@@ -164,59 +166,6 @@ def initial_pose(X, u, f, c, w):
     if t[2] < 0:  # PnP's mirrored solution
         R, t = MODEL_TO_OPENCV.copy(), np.array([0, 0, abs(t[2])])
     return R, t
-
-
-def _pose_step(X, u, R, t, logf, c, w, sigma, logf0, fit_focal, iters=2):
-    """LM on (ω, t, log f) minimising Σ w ‖π - u‖² / σ² (+ focal prior)."""
-    lam = 1e-3
-    n = 7 if fit_focal else 6
-
-    def cost(R, t, logf):
-        r = _project(X @ R.T + t, np.exp(logf), c) - u
-        e = (w[:, None] * r * r).sum() / sigma ** 2
-        if fit_focal:
-            e += ((logf - logf0) / FOCAL_PRIOR_SIGMA) ** 2
-        return e
-
-    e0 = cost(R, t, logf)
-    for _ in range(iters):
-        f = np.exp(logf)
-        RX = X @ R.T
-        Xc = RX + t
-        x, y, z = Xc.T
-        r = _project(Xc, f, c) - u  # (L, 2)
-        # d(u, v)/dXc = (a, 0, b) and (0, a, b); dXc/dω = -[RX]x, so d(u, v)/dω = RX x (a, 0, b), RX x (0, a, b)
-        a, bu, bv = f / z, -f * x / z ** 2, -f * y / z ** 2
-        px, py, pz = RX.T
-        J = np.zeros((len(X), 2, n))
-        J[:, 0, 0], J[:, 0, 1], J[:, 0, 2] = py * bu, pz * a - px * bu, -py * a
-        J[:, 1, 0], J[:, 1, 1], J[:, 1, 2] = py * bv - pz * a, -px * bv, px * a
-        J[:, 0, 3], J[:, 0, 5] = a, bu
-        J[:, 1, 4], J[:, 1, 5] = a, bv
-        if fit_focal:
-            J[:, :, 6] = r + u - c  # du/dlog f = f x / z
-        Jw = J * np.sqrt(w)[:, None, None] / sigma
-        rw = r * np.sqrt(w)[:, None] / sigma
-        Jf, rf = Jw.reshape(-1, n), rw.ravel()
-        H = Jf.T @ Jf
-        g = Jf.T @ rf
-        if fit_focal:
-            H[6, 6] += 1.0 / FOCAL_PRIOR_SIGMA ** 2
-            g[6] += (logf - logf0) / FOCAL_PRIOR_SIGMA ** 2
-        for _ in range(6):
-            d = -np.linalg.solve(H + lam * np.diag(np.diag(H) + 1e-9), g)
-            R1 = _exp_so3(d[:3]) @ R
-            t1 = t + d[3:6]
-            lf1 = logf + (d[6] if fit_focal else 0.0)
-            e1 = cost(R1, t1, lf1)
-            if e1 < e0:
-                R, t, logf, e0 = R1, t1, lf1, e1
-                lam = max(lam / 10, 1e-7)
-                break
-            lam *= 10
-        else:
-            break
-    return R, t, logf
 
 
 def _bounded_ridge(H, g, lower, upper, fixed=None, iters=30):

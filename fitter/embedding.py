@@ -26,6 +26,7 @@ from .closest import MeshQuery
 from .errors import NoFaceError
 from .io import save_npz_atomic, write_json_atomic
 from .model import MODEL_META, MorphableModel
+from .mesh import interpolate
 from .render import get_renderer
 
 EMBEDDING_FILE = "landmarks.npz"
@@ -232,7 +233,7 @@ def _sample_mean_points(res, F, mean, pts):
     they lie on one smooth patch, else the nearest pixel); NaN off the mesh. Also the view cosine."""
     H, W = res.depth.shape
     tri = res.triangle_id
-    Pm = np.einsum("hwk,hwkc->hwc", res.barycentric, mean[F[np.maximum(tri, 0)]])
+    Pm = interpolate(mean, F, np.maximum(tri, 0).ravel(), res.barycentric.reshape(-1, 3)).reshape(H, W, 3)
     x0 = np.clip(np.floor(pts[:, 0]).astype(int), 0, W - 2)
     y0 = np.clip(np.floor(pts[:, 1]).astype(int), 0, H - 2)
     fx = np.clip(pts[:, 0] - x0, 0, 1)[:, None]

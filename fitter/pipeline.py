@@ -15,7 +15,7 @@ from .camera import yaw_of_rotation
 from .coarse import fit_landmarks, landmark_basis
 from .draw import draw_points, draw_text
 from .embedding import load_embedding
-from .errors import InputError, NoFaceError
+from .errors import InputError
 from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
 from .mesh import write_obj
 from .render import get_renderer, vertex_visibility

@@ -16,7 +16,7 @@ import numpy as np
 
 from .camera import Camera
 from .errors import RenderBackendError
-from .mesh import vertex_normals
+from .mesh import interpolate, vertex_normals
 
 EGL_PACKAGES = "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri"
 
@@ -40,7 +40,8 @@ class RenderResult:
     def surface_points(self, V, F):
         """(H, W, 3) model-frame points rebuilt from triangle id + barycentrics (NaN off the mesh)."""
         tri = np.where(self.mask, self.triangle_id, 0)
-        P = np.einsum("hwk,hwkc->hwc", self.barycentric, np.asarray(V)[np.asarray(F)[tri]])
+        H, W = tri.shape
+        P = interpolate(np.asarray(V, float), F, tri.ravel(), self.barycentric.reshape(-1, 3)).reshape(H, W, 3)
         P[~self.mask] = np.nan
         return P
 

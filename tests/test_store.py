@@ -1,11 +1,8 @@
 """Model store and `facefit model install`: clean failures that leave nothing half installed."""
-import hashlib
 import json
 import os
-import shutil
 import tarfile
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 

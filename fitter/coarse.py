@@ -161,8 +161,7 @@ def initial_pose(X, u, f, c, w):
         R = MODEL_TO_OPENCV.copy()
         t = np.array([0, 0, f * 150.0 / max(np.ptp(u[sel, 0]), 1.0)])
         return R, t
-    R, _ = cv2.Rodrigues(rvec)
-    R, t = R, tvec.ravel()
+    R, t = cv2.Rodrigues(rvec)[0], tvec.ravel()
     if t[2] < 0:  # PnP's mirrored solution
         R, t = MODEL_TO_OPENCV.copy(), np.array([0, 0, abs(t[2])])
     return R, t
@@ -278,19 +277,24 @@ def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, iden
     lower = np.full(n * E, 0.0 if blend else -np.inf)
     upper = np.full(n * E, 1.0 if blend else np.inf)
 
+    def total_cost(alpha, states, data):
+        """The objective: weighted landmark residuals + focal, expression and identity priors."""
+        c = alpha_prec * np.sum((alpha - alpha_prior_mean) ** 2)
+        for s, (_, _, _, r) in zip(states, data):
+            c += (s["w"][:, None] * r * r).sum() / s["sigma"] ** 2
+            c += s["f_prec"] * (s["logf"] - s["logf0"]) ** 2 + expression_reg * s["beta"] @ s["beta"]
+        return c
+
     def residuals(alpha, states):
-        """Weighted residual cost, per-image data for the Jacobian."""
-        total, data = 0.0, []
+        """Objective value and per-image (X, RX, Xc, r) for the Jacobian."""
+        data = []
         for s in states:
             mean, basis = s["lm"]
             X = mean + basis @ np.concatenate([alpha, s["beta"]])
             RX = X @ s["R"].T
             Xc = RX + s["t"]
-            r = _project(Xc, np.exp(s["logf"]), s["c"]) - s["u"]
-            total += (s["w"][:, None] * r * r).sum() / s["sigma"] ** 2
-            total += s["f_prec"] * (s["logf"] - s["logf0"]) ** 2 + expression_reg * s["beta"] @ s["beta"]
-            data.append((X, RX, Xc, r))
-        return total + alpha_prec * np.sum((alpha - alpha_prior_mean) ** 2), data
+            data.append((X, RX, Xc, _project(Xc, np.exp(s["logf"]), s["c"]) - s["u"]))
+        return total_cost(alpha, states, data), data
 
     mu, active = 1e-3, None
     cost = None
@@ -298,11 +302,9 @@ def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, iden
         for s in imgs:  # contour correspondences and robust weights at the current estimate
             lb.at_yaw(yaw_of_rotation(s["R"]), s["lm"])
         _, data = residuals(alpha, imgs)
-        cost = alpha_prec * np.sum((alpha - alpha_prior_mean) ** 2)
         for s, (X, RX, Xc, r) in zip(imgs, data):
             s["w"] = base_w * _cauchy(np.linalg.norm(r, axis=1), 2.0 * s["sigma"]) * lb.facing_weights(s["R"], Xc)
-            cost += ((s["w"][:, None] * r * r).sum() / s["sigma"] ** 2 + s["f_prec"] * (s["logf"] - s["logf0"]) ** 2
-                     + expression_reg * s["beta"] @ s["beta"])
+        cost = total_cost(alpha, imgs, data)
         Hm = np.zeros((D, D))
         g = np.zeros(D)
         for j, (s, (X, RX, Xc, r)) in enumerate(zip(imgs, data)):

@@ -7,7 +7,7 @@ from .draw import draw_crosses, draw_points, draw_text
 from .embedding import FOCAL_PX, DISTANCE_MM, load_embedding, render_albedo
 from .errors import InputError, NoFaceError
 from .model import MorphableModel
-from .render import get_renderer
+from .render import depth_visible, get_renderer
 
 
 def model_preview(model: MorphableModel, yaw=0.0, pitch=0.0, identity_seed=None, size=768, detect=True):
@@ -32,10 +32,7 @@ def model_preview(model: MorphableModel, yaw=0.0, pitch=0.0, identity_seed=None,
     img = res.color_uint8()
     P = emb.points(V, model.faces, yaw)
     uv = cam.project(P)
-    z = cam.to_camera(P)[:, 2]
-    px = np.clip(np.rint(uv).astype(int), 0, size - 1)
-    d = res.depth[px[:, 1], px[:, 0]]
-    visible = (d > 0) & (z <= d + 2.0)
+    visible = depth_visible(uv, cam.to_camera(P)[:, 2], res.depth, 2.0, window=0)
     caption = [f"{model.name}  yaw {yaw:+.0f}  pitch {pitch:+.0f}" +
                ("" if identity_seed is None else f"  identity seed {identity_seed}"),
                "green: embedded 478 (hollow = hidden)", "yellow: embedded as iBUG-68"]

@@ -176,6 +176,26 @@ def render(V, F, camera, **kwargs) -> RenderResult:
     return get_renderer().render(V, F, camera, **kwargs)
 
 
+def depth_visible(uv, z, depth, tolerance_mm, window=1):
+    """(K,) bool: points at pixels `uv` (K, 2) with camera depths `z` (K,) are not behind the rendered
+    surface `depth` (H, W, 0 = none): z <= (farthest depth in the (2 window + 1)² pixel neighbourhood)
+    + tolerance (scalar or (K,)). The one depth test of the project (visibility, landmarks, texture)."""
+    H, W = depth.shape
+    px = np.rint(np.asarray(uv, float)).astype(np.int64)
+    inside = (np.asarray(z) > 0) & (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
+    if window:
+        padded = np.pad(depth, window)
+        span = range(-window, window + 1)
+        depth = np.max([padded[window + dy:window + dy + H, window + dx:window + dx + W]
+                        for dy in span for dx in span], axis=0)
+    tol = np.broadcast_to(np.asarray(tolerance_mm, float), np.shape(z))
+    vis = np.zeros(len(px), bool)
+    i = np.flatnonzero(inside)
+    d = depth[px[i, 1], px[i, 0]]
+    vis[i] = (d > 0) & (np.asarray(z)[i] <= d + tol[i])
+    return vis
+
+
 def vertex_visibility(V, F, camera: Camera, result: RenderResult, tolerance_mm=None):
     """(N,) bool: vertex inside the image and not hidden behind another surface.
 
@@ -185,20 +205,8 @@ def vertex_visibility(V, F, camera: Camera, result: RenderResult, tolerance_mm=N
     Vertices not used by any triangle are reported invisible.
     """
     V = np.asarray(V, float)
-    Vc = camera.to_camera(V)
-    uv = camera.project(V)
-    H, W = result.depth.shape
-    px = np.rint(uv).astype(np.int64)
-    inside = (Vc[:, 2] > 0) & (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
-    d = result.depth
-    padded = np.pad(d, 1)
-    neigh_max = np.max([padded[1 + dy:1 + dy + H, 1 + dx:1 + dx + W]
-                        for dy in (-1, 0, 1) for dx in (-1, 0, 1)], axis=0)
-    tol = np.maximum(1.0, 0.005 * Vc[:, 2]) if tolerance_mm is None else np.full(len(V), float(tolerance_mm))
-    vis = np.zeros(len(V), bool)
-    i = np.flatnonzero(inside)
-    dm = neigh_max[px[i, 1], px[i, 0]]
-    vis[i] = (dm > 0) & (Vc[i, 2] <= dm + tol[i])
+    z = camera.to_camera(V)[:, 2]
+    tol = np.maximum(1.0, 0.005 * z) if tolerance_mm is None else float(tolerance_mm)
     used = np.zeros(len(V), bool)
     used[np.asarray(F).ravel()] = True
-    return vis & used
+    return depth_visible(camera.project(V), z, result.depth, tol, window=1) & used

@@ -18,6 +18,7 @@ import scipy.sparse.linalg as spla
 
 from .camera import Camera
 from .mesh import interpolate, uniform_laplacian, vertex_normals
+from .render import depth_visible
 
 SH_C = (0.886227, 1.023328, 0.495416, 0.858086, 0.429043)  # irradiance-convolved SH constants
 
@@ -242,9 +243,8 @@ def uv_texture(model, V, camera: Camera, image, depth, tex: TextureFit, size=102
     H, W = img.shape[:2]
     px = np.clip(np.rint(uv).astype(int), [0, 0], [W - 1, H - 1])
     inside = (uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1)
-    d = depth[px[:, 1], px[:, 0]]
     facing = -(Nrm * Pc).sum(1) / np.linalg.norm(Pc, axis=1)
-    seen = inside & (d > 0) & (Pc[:, 2] <= d + np.maximum(1.0, 0.004 * Pc[:, 2])) & (facing > 0.2)
+    seen = inside & depth_visible(uv, Pc[:, 2], depth, np.maximum(1.0, 0.004 * Pc[:, 2]), window=0) & (facing > 0.2)
     if photo_mask is not None:  # e.g. the face parsing: take the photo only where it shows the face
         seen &= photo_mask[px[:, 1], px[:, 0]]
     mean_shading = float(np.clip((sh_basis(np.array([[0, 0, -1.0]])) @ tex.sh).mean(), 0.2, 2.0))

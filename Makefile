@@ -53,6 +53,7 @@ test-all: setup
 bench: setup
 	$(FACEFIT) bench foundation
 	$(FACEFIT) bench coarse --scans ../shared/data
+	$(FACEFIT) bench medium --scans ../shared/data
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

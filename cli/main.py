@@ -149,7 +149,9 @@ def _example_photo():
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output folder: one sub-folder per image (and face).")
 @click.option("--model", "model_name", default="ict", show_default=True)
-@click.option("--stages", default="coarse", show_default=True, help="Comma-separated stages to run (coarse).")
+@click.option("--stages", default="coarse,medium", show_default=True,
+              help="Comma-separated stages to run, in order: coarse (landmark model fit), medium (Laplacian "
+                   "deformation towards the landmarks).")
 @click.option("--focal", type=float, default=None, help="Focal length in pixels (default: EXIF, else estimated).")
 @click.option("--all-faces", is_flag=True, help="Fit every face, not only the largest.")
 @click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
@@ -190,6 +192,8 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
             summary = {"image": p, "ok": True, "face": r.face_index, "output": str(d),
                        "landmark_error_px": round(r.fit.error_px, 3), "landmark_error_iod": round(r.fit.error_iod, 5),
                        "coarse_ms": round(1e3 * r.times["coarse_s"], 1)}
+            if r.medium is not None:
+                summary["medium_ms"] = round(1e3 * r.times["medium_s"], 1)
             click.echo(json.dumps(summary) if as_json else
                        f"{p}: face {r.face_index} -> {d} (landmark error {r.fit.error_px:.2f} px, "
                        f"{100 * r.fit.error_iod:.1f} % of interocular)")
@@ -287,6 +291,28 @@ def bench_coarse(name, identities, scan_dir, no_eos, as_json):
         from pathlib import Path
 
         res["scans"] = B.scans(name, Path(scan_dir), with_eos=not no_eos, log=log)
+    click.echo(json.dumps(res, indent=None if as_json else 2))
+
+
+@bench.command("medium")
+@click.option("--model", "name", default="ict", show_default=True)
+@click.option("--identities", default=6, show_default=True, help="Out-of-span synthetic identities (5 views each).")
+@click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with the scan-* ground truth (e.g. ../shared/data): coarse vs medium on their renders.")
+@click.option("--repeats", default=30, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def bench_medium(name, identities, scan_dir, repeats, as_json):
+    """Medium stage: solve speed against spsolve and libigl; coarse vs coarse+medium accuracy."""
+    from fitter import bench as B
+
+    log = (lambda m: click.echo(m, err=True))
+    res = {"speed": B.medium_speed(name, repeats, log=log)}
+    if identities:
+        res["synthetic_out_of_span"] = B.medium_synthetic(name, identities, log=log)
+    if scan_dir:
+        from pathlib import Path
+
+        res["scans"] = B.scans(name, Path(scan_dir), with_eos=False, log=log)
     click.echo(json.dumps(res, indent=None if as_json else 2))
 
 

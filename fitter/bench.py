@@ -300,6 +300,7 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
     from .embedding import load_embedding
     from .errors import NoFaceError
     from .evaluate import micc_error
+    from .medium import deform_to_landmarks
     from .render import get_renderer
 
     data_dir = Path(data_dir)
@@ -334,8 +335,11 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
                     continue
                 row["detected"] = True
                 fit = fit_landmarks(model, emb, [pts], [(image_size, image_size)], focal=focal_px)
-                V = model.shape(fit.identity, fit.images[0].expression)
-                for tag, Vr in (("ours", V), ("mean_face", model.mean)):
+                im = fit.images[0]
+                V = model.shape(fit.identity, im.expression)
+                depth = get_renderer().render(V, model.faces_in("render"), im.camera).depth
+                Vm = deform_to_landmarks(model, emb, V, im.camera, pts, depth).vertices
+                for tag, Vr in (("ours", V), ("ours_medium", Vm), ("mean_face", model.mean)):
                     e = micc_error(Vr, model.faces, scan.V, scan.F, frame.nose_tip, Vr[ref[30]],
                                    _five_points(Vr[ref]), gt_pts, recon_mask=mask)
                     row[f"{tag}_mm"] = e["mean_mm"]
@@ -353,8 +357,243 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
         ok = [r for r in rows if r.get("detected")]
         res = {"renders": len(rows), "detected": len(ok),
                "detected_yaws": sorted({r["yaw"] for r in ok})}
-        for k in ("mean_face_mm", "ours_mm", "ours_rmse_mm") + (("eos_mm",) if peer else ()):
+        for k in ("mean_face_mm", "ours_mm", "ours_rmse_mm", "ours_medium_mm", "ours_medium_rmse_mm") + (
+                ("eos_mm",) if peer else ()):
             res[k] = round(float(np.mean([r[k] for r in ok])), 3) if ok else None
         results[folder] = res
         log(f"{folder}: {res}")
     return results
+
+
+# --- medium stage -----------------------------------------------------------------------------------
+def smooth_displacement(V, face, rng, n_bumps=8, sigma_mm=20.0, amplitude_mm=3.0):
+    """(N, 3) a smooth random displacement field: Gaussian bumps (σ = sigma_mm) centred on random face
+    vertices, each with a random 3D amplitude ~ N(0, amplitude_mm²) per axis. Adding it to a model
+    shape gives a face outside the model's span."""
+    C = V[face][rng.choice(len(face), n_bumps, replace=False)]
+    A = rng.normal(0.0, amplitude_mm, (n_bumps, 3))
+    d2 = ((V[:, None, :] - C[None]) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * sigma_mm ** 2)) @ A
+
+
+def medium_speed(name="ict", repeats=30, log=print):
+    """Factorisation and per-photo solve of the medium stage's face-area system (yaw bin 0°), against
+    scipy's spsolve and libigl's min_quad_with_fixed on the same matrix and right-hand side."""
+    import scipy.sparse.linalg as sla
+
+    from . import store
+    from .embedding import load_embedding
+    from .medium import LaplacianDeformer
+
+    model = store.load_model(name)
+    emb = load_embedding(model)
+    t0 = time.perf_counter()
+    d = LaplacianDeformer(model, emb)  # includes CHOLMOD's symbolic analysis
+    build_s = time.perf_counter() - t0
+    b = d.yaw_bin(0.0)
+    a = d.bin_active[b]
+    rng = np.random.default_rng(0)
+    targets = rng.normal(0.0, 1.0, (478, 3))
+    t0 = time.perf_counter()
+    d.solve(b, targets)  # first photo of the bin: numeric factorisation (reusing the analysis) + solve
+    first_s = time.perf_counter() - t0
+    solve_s = _timeit(lambda: d.solve(b, rng.normal(0.0, 1.0, (478, 3))), repeats)[0]
+    A = d.system_matrix(b).tocsc()
+    rhs = np.zeros((len(d.domain), 3))
+    np.add.at(rhs, d.bin_vertices[b][a], d.weights[a, None] * targets[a])
+    D = d.solve(b, targets)[0]
+    spsolve_s = _timeit(lambda: sla.spsolve(A, rhs), max(3, repeats // 10))[0]
+    out = {"vertices": int(len(d.domain)), "nnz_matrix": int(A.nnz), "constraints": int(a.sum()),
+           "model_prepare_ms": round(1e3 * build_s, 1), "first_photo_of_bin_ms": round(1e3 * first_s, 2),
+           "solve_ms": round(1e3 * solve_s, 3), "spsolve_ms": round(1e3 * spsolve_s, 2),
+           "ratio_spsolve_over_solve": round(spsolve_s / solve_s, 1),
+           "max_abs_diff_vs_spsolve_mm": float(np.abs(sla.spsolve(A, rhs) - D).max())}
+    try:
+        import igl
+    except ImportError:
+        out["libigl"] = "not installed (pip install libigl)"
+        log("libigl not installed: skipping its row")
+        return out
+    import scipy.sparse as sp
+
+    A2 = sp.csc_matrix(2.0 * A)  # libigl minimises ½ zᵀ A z + zᵀ B
+    empty = np.zeros(0, np.int64)
+
+    def igl_full():
+        return igl.min_quad_with_fixed(A2, -2.0 * rhs, empty, np.zeros((0, 3)), sp.csc_matrix((0, A.shape[0])),
+                                       np.zeros((0, 3)), True)
+
+    data = igl.min_quad_with_fixed_data()
+    t0 = time.perf_counter()
+    igl.min_quad_with_fixed_precompute(A2, empty, sp.csc_matrix((0, A.shape[0])), True, data)
+    igl_pre_s = time.perf_counter() - t0
+    igl_solve_s = _timeit(lambda: igl.min_quad_with_fixed_solve(data, -2.0 * rhs, np.zeros((0, 3)),
+                                                                np.zeros((0, 3))), repeats)[0]
+    Z = igl.min_quad_with_fixed_solve(data, -2.0 * rhs, np.zeros((0, 3)), np.zeros((0, 3)))
+    out.update(libigl_precompute_ms=round(1e3 * igl_pre_s, 1), libigl_solve_ms=round(1e3 * igl_solve_s, 3),
+               libigl_full_ms=round(1e3 * _timeit(igl_full, max(3, repeats // 10))[0], 1),
+               ratio_libigl_solve_over_solve=round(igl_solve_s / solve_s, 2),
+               max_abs_diff_vs_libigl_mm=float(np.abs(np.asarray(Z) - D).max()))
+    return out
+
+
+def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size=640, focal_px=1000.0, log=print):
+    """Out-of-span synthetic faces (a random ICT identity + `smooth_displacement`), rendered at yaw
+    -60..60 (step 30), random pitch in ±15 and light: coarse vs coarse+medium, face-area vertex error
+    after similarity alignment and MICC-protocol error against the true mesh. Also reports, per landmark
+    region, how the detected residual after the coarse fit relates to the true one (correlation and
+    least-squares gain: the evidence TARGET_GAIN in fitter.medium is set from)."""
+    from . import landmarks as lmk
+    from . import store
+    from .camera import look_at_face
+    from .coarse import fit_landmarks
+    from .embedding import load_embedding, render_albedo
+    from .errors import NoFaceError
+    from .evaluate import micc_error
+    from .medium import deform_to_landmarks
+    from .render import get_renderer
+
+    model = store.load_model(name)
+    emb = load_embedding(model)
+    rng = np.random.default_rng(seed)
+    albedo = render_albedo(model)
+    F = model.faces_in("render")
+    face = model.regions["face"]
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    skin = model.region_mask("outer_skin")
+    F_skin = model.faces_in("outer_skin")  # the ground truth is scored on its outer skin, as a scan would be
+    groups = lmk.groups()
+    evidence = {g: [] for g in groups}
+    rows = []
+    for k in range(n_identities):
+        V = model.shape(rng.standard_normal(model.n_identity))
+        V = V + smooth_displacement(V, face, rng)
+        for yaw in SYNTH_YAWS:
+            cam = look_at_face(V[face].mean(0), yaw, rng.uniform(-15, 15), 600, focal_px, image_size, image_size)
+            light = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.1), -1.0)
+            img = get_renderer().render(V, F, cam, vertex_colors=albedo, light_dir=light,
+                                        background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+            try:
+                pts = lmk.detect_landmarks(img)[0].points
+            except NoFaceError:
+                rows.append({"yaw": yaw, "detected": False})
+                continue
+            fit = fit_landmarks(model, emb, [pts], [(image_size, image_size)])
+            im = fit.images[0]
+            Vc = model.shape(fit.identity, im.expression)
+            depth = get_renderer().render(Vc, F, im.camera).depth
+            mr = deform_to_landmarks(model, emb, Vc, im.camera, pts, depth)
+            truth = cam.project(emb.points(V, model.faces, yaw))
+            for g, idx in groups.items():
+                evidence[g].append(np.stack([truth[idx] - im.fitted_2d[idx], pts[idx] - im.fitted_2d[idx]]))
+            row = {"yaw": yaw, "detected": True, "medium_ms": 1e3 * mr.seconds}
+            nose = V[ref[30]]
+            for tag, Vr in (("coarse", Vc), ("medium", mr.vertices)):
+                row[f"{tag}_mm"] = _face_error(model, Vr, V)
+                row[f"{tag}_micc_mm"] = micc_error(Vr, model.faces, V, F_skin, nose, Vr[ref[30]],
+                                                   _five_points(Vr[ref]), _five_points(V[ref]),
+                                                   recon_mask=skin)["mean_mm"]
+            rows.append(row)
+        log(f"identity {k + 1}/{n_identities} done")
+    ok = [r for r in rows if r.get("detected")]
+    out = {"renders": len(rows), "detected": len(ok)}
+    for key in ("coarse_mm", "medium_mm", "coarse_micc_mm", "medium_micc_mm", "medium_ms"):
+        out[key] = round(float(np.mean([r[key] for r in ok])), 4)
+    out["medium_minus_coarse_mm"] = round(out["medium_mm"] - out["coarse_mm"], 4)
+    out["medium_minus_coarse_micc_mm"] = round(out["medium_micc_mm"] - out["coarse_micc_mm"], 4)
+    ev = {}
+    for g, v in evidence.items():
+        if not v:
+            continue
+        v = np.concatenate(v, axis=1)
+        t, d = v[0].ravel(), v[1].ravel()
+        ev[g] = {"corr": round(float(np.corrcoef(t, d)[0, 1]), 3), "gain": round(float(t @ d / (d @ d)), 3),
+                 "true_rms_px": round(float(np.sqrt((t * t).mean())), 3),
+                 "detected_rms_px": round(float(np.sqrt((d * d).mean())), 3)}
+    out["evidence_per_region"] = ev
+    return out
+
+
+# --- RGB-D registration ---------------------------------------------------------------------------------
+def synthetic_rgbd(model, rng, width=640, height=480, focal_px=570.0, yaw=0.0, occluders=True,
+                   depth_noise_mm=0.8, holes=6, flying=True):
+    """A synthetic RGB-D capture of a random ICT face (identity N(0,1), a few expressions) with
+    sensor-like depth (Gaussian noise growing with depth², random holes, flying pixels at depth edges)
+    and, optionally, occluders: a hair band across the forehead and brows, and a hand patch on one
+    cheek (both in colour and depth). Returns a dict: color, depth, K, V (ground-truth mesh, camera
+    frame), occluded (N,) bool (vertices behind an occluder), brows (N,) bool."""
+    import cv2
+
+    from .camera import look_at_face
+    from .embedding import render_albedo
+    from .render import get_renderer
+
+    alpha = rng.standard_normal(model.n_identity)
+    beta = np.zeros(model.n_expression)
+    beta[rng.choice(model.n_expression, 3, replace=False)] = rng.uniform(0, 0.4, 3)
+    Vm = model.shape(alpha, beta)
+    face = model.regions["face"]
+    cam = look_at_face(Vm[face].mean(0), yaw, rng.uniform(-8, 8), rng.uniform(550, 750), focal_px, width, height)
+    cam.K[0, 2] += rng.uniform(-8, 8)  # a real sensor's principal point is off-centre
+    cam.K[1, 2] += rng.uniform(-8, 8)
+    V = cam.to_camera(Vm)
+    from .camera import Camera
+
+    cam_id = Camera(cam.K, np.eye(3), np.zeros(3), width, height)
+    F = model.faces_in("render")
+    albedo = np.clip(render_albedo(model) * rng.uniform(0.8, 1.1), 0, 1)
+    light = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.1), -1.0)
+    res = get_renderer().render(V, F, cam_id, vertex_colors=albedo, light_dir=light, background=(0.3, 0.3, 0.32))
+    color = res.color_uint8()
+    depth = res.depth.astype(np.float32).copy()
+    # background wall 400 mm behind the face (a sensor sees something there)
+    wall = np.median(depth[depth > 0]) + 400.0
+    depth[depth == 0] = wall
+    occ = np.zeros((height, width), bool)
+    uv = cam_id.project(V)
+    brow_ids = [np.asarray(model.metadata["reference_landmarks_68"])[17:27]]
+    brows = np.zeros(model.n_vertices, bool)
+    from .register import part_labels
+
+    brows[face] = part_labels(model)[face] == 1
+    if occluders:
+        # hair band: a dark strip over the forehead reaching down onto the brows, 15 mm in front
+        bu = uv[brows]
+        top, bottom = bu[:, 1].min() - 0.6 * np.ptp(bu[:, 1]) - 25, bu[:, 1].mean()
+        band = np.zeros_like(occ)
+        band[int(max(top, 0)):int(bottom), :] = True
+        band &= res.mask
+        depth[band] -= 15.0
+        color[band] = (np.array([70, 45, 30]) + rng.integers(-10, 10, 3)).clip(0, 255)
+        # hand patch on one cheek: an ellipse of another skin tone, 30 mm in front
+        cheek = uv[np.asarray(model.metadata["reference_landmarks_68"])[[3 if rng.random() < 0.5 else 13]]][0]
+        L68 = uv[np.asarray(model.metadata["reference_landmarks_68"])]
+        iod = np.linalg.norm(L68[36] - L68[45])
+        ax = int(0.35 * iod), int(0.45 * iod)
+        hand = np.zeros((height, width), np.uint8)
+        cv2.ellipse(hand, (int(cheek[0]), int(cheek[1])), ax, 20, 0, 360, 1, -1)
+        hand = hand.astype(bool)
+        depth[hand] = np.minimum(depth[hand], np.median(depth[hand & res.mask]) - 30.0)
+        color[hand] = (np.array([205, 150, 120]) + rng.integers(-15, 15, 3)).clip(0, 255)
+        occ = band | hand
+    # sensor noise: Gaussian growing with depth², holes, flying pixels at discontinuities
+    z0 = np.median(depth[res.mask])
+    depth += rng.normal(0, depth_noise_mm, depth.shape).astype(np.float32) * (depth / z0) ** 2
+    for _ in range(holes):
+        c = (int(rng.uniform(0.25, 0.75) * width), int(rng.uniform(0.2, 0.8) * height))
+        m = np.zeros((height, width), np.uint8)
+        cv2.circle(m, c, int(rng.uniform(4, 14)), 1, -1)
+        depth[m.astype(bool)] = 0
+    if flying:
+        gy, gx = np.gradient(depth)
+        edge = (np.hypot(gx, gy) > 20) & (depth > 0)
+        t = rng.uniform(0, 1, edge.sum()).astype(np.float32)
+        depth[edge] = depth[edge] * (1 - 0.5 * t) + wall * 0.5 * t
+    depth[depth < 0] = 0
+    vis = res.mask
+    vz = V[:, 2]
+    px = np.clip(np.rint(uv).astype(int), [0, 0], [width - 1, height - 1])
+    seen = vis[px[:, 1], px[:, 0]] & (np.abs(res.depth[px[:, 1], px[:, 0]] - vz) < 2.0)
+    occluded = seen & occ[px[:, 1], px[:, 0]]
+    return {"color": color, "depth": depth, "K": cam.K.copy(), "V": V, "occluded": occluded, "brows": brows,
+            "visible": seen, "brow_ids": brow_ids}

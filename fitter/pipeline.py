@@ -1,4 +1,5 @@
-"""The single-photo pipeline: detect → coarse landmark fit → texture/illumination → outputs.
+"""The single-photo pipeline: detect → coarse landmark fit → medium Laplacian deformation →
+texture/illumination → outputs.
 
 `fit_photo` returns one FaceResult per face; `write_result` writes OUTDIR/<stem>/ (or <stem>_faceK/
 for the extra faces of a photo): mesh.obj + mesh.mtl + texture.png, params.json, overlay.png,
@@ -18,11 +19,13 @@ from .embedding import load_embedding
 from .errors import InputError
 from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
 from .mesh import write_obj
+from .medium import deform_to_landmarks, laplacian_deformer
 from .render import get_renderer, vertex_visibility
 from .segment import FaceLabel, parse_face, person_mask
 from .texture import fit_texture, uv_texture
 
-STAGES = ("coarse",)
+STAGES = ("coarse", "medium")
+DEFAULT_STAGES = ("coarse", "medium")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class FaceResult:
     fit: object                       # fitter.coarse.ImageFit
     identity: np.ndarray
     vertices: np.ndarray              # (N, 3) model frame, mm
+    medium: object = None             # fitter.medium.MediumResult when the stage ran
     texture: object = None            # fitter.texture.TextureFit
     texture_image: np.ndarray = None  # (T, T, 3) uint8
     overlay: np.ndarray = None
@@ -54,16 +58,20 @@ def exif_focal_px(path, width, height):
     return float(f35) / 36.0 * max(width, height)
 
 
-def fit_photo(path, model, stages=STAGES, focal=None, all_faces=False, texture_size=1024, image=None):
+def fit_photo(path, model, stages=DEFAULT_STAGES, focal=None, all_faces=False, texture_size=1024, image=None):
     """Fit every requested face of the photo at `path`. Raises InputError / NoFaceError."""
     for s in stages:
         if s not in STAGES:
             raise InputError(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
+    if "coarse" not in stages:
+        raise InputError("the 'coarse' stage is required: every later stage starts from it")
     emb = load_embedding(model)
     if emb is None:
         raise InputError(f"model '{model.name}' has no landmark embedding; reinstall it with 'facefit model install'")
     t0 = time.perf_counter()
     landmark_basis(model, emb)  # built once per model (~0.8 s), not part of any photo's fit time
+    if "medium" in stages:
+        laplacian_deformer(model, emb)  # once per model (~2 s): Laplacian, anchors, CHOLMOD analysis
     t_prepare = time.perf_counter() - t0
     t0 = time.perf_counter()
     img = read_image(path) if image is None else image
@@ -86,12 +94,20 @@ def fit_photo(path, model, stages=STAGES, focal=None, all_faces=False, texture_s
         V = model.shape(fit.identity, im.expression)
         r = FaceResult(str(path), k, face, im, fit.identity, V, times=times)
         r.focal_source = focal_source
-        t0 = time.perf_counter()
         if person is None:
             person = person_mask(img)
         labels = parse_face(img, face, person)
         F = model.faces_in("render") if "render" in model.regions else model.faces
         res = get_renderer().render(V, F, im.camera)
+        fitted_2d, error_px = im.fitted_2d, im.error_px
+        if "medium" in stages:
+            r.medium = deform_to_landmarks(model, emb, V, im.camera, face.points, res.depth)
+            times["medium_s"] = r.medium.seconds
+            V = r.vertices = r.medium.vertices
+            res = get_renderer().render(V, F, im.camera)
+            fitted_2d = r.medium.fitted_2d
+            error_px = float(np.median(np.linalg.norm(fitted_2d - face.points, axis=1)[im.weights > 0]))
+        t0 = time.perf_counter()
         vis = vertex_visibility(V, F, im.camera, res)
         try:
             r.texture = fit_texture(model, V, im.camera, img, vis, labels == FaceLabel.SKIN)
@@ -100,14 +116,16 @@ def fit_photo(path, model, stages=STAGES, focal=None, all_faces=False, texture_s
         except ValueError as e:  # too little visible skin: keep the geometry, say why there is no texture
             r.times["texture_error"] = str(e)
         times["texture_s"] = time.perf_counter() - t0
-        r.overlay = overlay(img, model, V, im, res, r.texture)
+        r.overlay = overlay(img, model, V, im, r.texture, fitted_2d, error_px)
         results.append(r)
     return results
 
 
-def overlay(img, model, V, im, res, tex=None, alpha=0.55):
-    """The photo with the fitted mesh (shaded, albedo when known) blended over it, detected landmarks
-    (blue) and fitted landmarks (green)."""
+def overlay(img, model, V, im, tex=None, fitted_2d=None, error_px=None, alpha=0.55):
+    """The photo with the fitted mesh V (shaded, albedo when known) blended over it, detected landmarks
+    (blue) and fitted landmarks (green; default: the coarse fit's) with their median error."""
+    fitted_2d = im.fitted_2d if fitted_2d is None else fitted_2d
+    error_px = im.error_px if error_px is None else error_px
     F = model.faces_in("render") if "render" in model.regions else model.faces
     colors = None if tex is None else tex.albedo
     shaded = get_renderer().render(V, F, im.camera, vertex_colors=colors, light_dir=(0.0, 0.0, -1.0),
@@ -120,9 +138,18 @@ def overlay(img, model, V, im, res, tex=None, alpha=0.55):
     p68 = lmk.to_68(im.landmarks_2d)
     radius = float(np.clip(np.linalg.norm(p68[36] - p68[45]) / 90.0, 0.8, 3.0))
     out8 = draw_points(out8, im.landmarks_2d, (60, 140, 255), radius=radius)
-    out8 = draw_points(out8, im.fitted_2d, (40, 230, 40), radius=radius)
-    return draw_text(out8, [f"landmark error {im.error_px:.1f} px ({100 * im.error_iod:.1f} % IOD)",
+    out8 = draw_points(out8, fitted_2d, (40, 230, 40), radius=radius)
+    iod = im.error_px / max(im.error_iod, 1e-12)
+    return draw_text(out8, [f"landmark error {error_px:.1f} px ({100 * error_px / iod:.1f} % IOD)",
                             "blue: detected  green: fitted"], scale=0.5 * scale)
+
+
+def stages_dict(r: FaceResult):
+    """Per-stage record for params.json: time and landmark error (px, median) of each stage run."""
+    out = {"coarse": {"seconds": round(r.times["coarse_s"], 4), "landmark_error_px": round(r.fit.error_px, 4)}}
+    if r.medium is not None:
+        out["medium"] = r.medium.to_dict()
+    return out
 
 
 def result_dir(outdir, path, face_index):
@@ -159,7 +186,7 @@ def write_result(r: FaceResult, model, outdir):
         "lighting": None if tex is None else {"sh": tex.sh.round(6).tolist(), "phong": tex.phong.to_dict(),
                                               "rms_sh": round(tex.residual_sh, 5),
                                               "rms_phong": round(tex.residual_phong, 5)},
-        "stages": {"coarse": {"seconds": round(r.times["coarse_s"], 4)}},
+        "stages": stages_dict(r),
         "times_s": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.times.items()},
     }
     write_json_atomic(d / "params.json", params)

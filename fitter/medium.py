@@ -1,0 +1,285 @@
+"""Medium stage: Laplacian deformation of the coarse mesh towards the detected landmarks (S2 §3.3, Eq. 2–3).
+
+The unknown is the displacement D (n, 3) of the n vertices of the model's face area (model frame, mm):
+
+    E(D) = ‖L D‖² + Σ_k w_k ‖d_{v_k} − δ_k‖² + Σ_i a_i ‖d_i‖²
+
+- L is the uniform Laplacian of the face area (`fitter.mesh.uniform_laplacian`, ω_ij = 1/N_i). Since
+  L(V + D) − L(V) = L D, the first term is S2's ‖L(v′) − L(v)‖²: the coarse mesh's Laplacian
+  coordinates (its local detail) are kept.
+- Landmark k is tied to vertex v_k: the vertex nearest to its embedded surface point (the project's
+  measured landmark→surface correspondence; for the contour landmarks, the one of the view's yaw bin).
+  Its target is S2's μ = (x, y, z′): the detected pixel s_k back-projected at the depth z′ of the
+  fitted landmark point, so δ_k = z′ K⁻¹[s_k, 1] − z′ K⁻¹[q_k, 1] with q_k the fitted landmark's pixel
+  (rotated into the model frame). A residual larger than OUTLIER_SIGMAS σ is shrunk to that length
+  (σ: the coarse fit's landmark noise), so one wild detection cannot tear the mesh.
+- Which landmarks constrain is fixed per yaw bin of the view (those whose surface faces a camera at
+  that yaw on the mean face). A landmark of the bin that this photo does not show — hidden in the
+  coarse fit's rendered depth map, or seen at a grazing angle — keeps its constraint with the target
+  δ = 0: with no evidence it stays where the coarse fit put it.
+- The target takes only the share of the residual that is shape (TARGET_GAIN per region: the
+  least-squares gain of the true residual on the detected one, measured on synthetic faces outside the
+  model's span): MediaPipe's residuals after the coarse fit are mostly detector error (correlation with
+  the true residual 0.1–0.35), so following them fully makes the shape worse (measured). Landmarks of
+  regions with no usable evidence (eyes, nose, the inner points) hold the mesh where the coarse fit put
+  it, like hidden ones.
+- w_k = 0.6 for every landmark (S2's weight for its reliable regions; the per-region trust is in the
+  gain, not in the weight, so that a held landmark holds as firmly as a moved one pulls).
+- a_i: an anchor that holds what no landmark sees: 0 within ANCHOR_NEAR_MM of a landmark vertex,
+  rising to ANCHOR_WEIGHT at ANCHOR_FAR_MM and beyond (forehead top, ears, the face area's rim).
+
+Normal equations: (LᵀL + diag(a + Σ_k w_k e_{v_k})) D = Σ_k w_k e_{v_k} δ_kᵀ; one matrix for x, y, z.
+
+What is factored and what is reused: the constraints add only to the diagonal, so the sparsity pattern
+of the matrix is that of LᵀL for every photo. Per model (`LaplacianDeformer`, cached on the model),
+the face-area Laplacian, LᵀL, the anchors, the landmark→vertex tables and CHOLMOD's symbolic analysis
+(ordering, elimination tree) are computed once. The matrix values depend only on the constraint
+pattern, which is fixed per yaw bin (9 bins for ICT), so the numeric factor of each bin is computed
+the first time a photo falls in it (reusing the analysis) and cached (`fitter.cholesky.FactorCache`);
+every later photo costs one back-substitution for the three coordinates. The photo only changes the
+right-hand side.
+
+Vertices outside the face area follow: those connected to it (head, neck, mouth and eye sockets) take
+the displacement of the nearest face-area vertex; separate parts (eyeballs, teeth, gums, lashes) keep
+the coarse fit's placement (moving the teeth with the lips, the first design, pushed them through the
+lips of a smiling face).
+"""
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
+from scipy.spatial import cKDTree
+
+from . import landmarks as lmk
+from .camera import Camera, yaw_of_rotation
+from .cholesky import FactorCache
+from .embedding import LandmarkEmbedding
+from .mesh import adjacency, submesh, uniform_laplacian
+from .model import MorphableModel
+from .render import depth_visible
+
+MEDIUM_WEIGHTS = {"eyes": 0.6, "nose": 0.6, "brows": 0.6, "lips": 0.6, "other": 0.6, "contour": 0.6, "irises": 0.0}
+# How much of the coarse fit's residual at a landmark is shape rather than detector error, per region:
+# the least-squares gain of the true residual on the detected residual, measured on synthetic faces
+# outside the model's span (`facefit bench medium` prints it; BENCHMARKS.md). Only the face contour is
+# used: the eyes (correlation 0.16), nose (-0.18) and inner points (0.08) carry no usable evidence, and
+# brows and lips (0.35, 0.33; gain 0.5) changed no error measurably but put a crease above the brows
+# and bent the lips of a smiling face (viewed): they are held where the coarse fit put them.
+TARGET_GAIN = {"contour": 0.45}
+ANCHOR_NEAR_MM = 10.0
+ANCHOR_FAR_MM = 25.0
+ANCHOR_WEIGHT = 1.0
+MIN_FACING_COS = 0.2      # a landmark whose surface is seen more obliquely than ~78° gives no evidence
+OUTLIER_SIGMAS = 3.0      # residuals beyond 3 σ are shrunk to 3 σ
+
+
+def landmark_weights():
+    """(478,) medium-stage weight per MediaPipe landmark, by region."""
+    w = np.zeros(lmk.N_LANDMARKS)
+    for name, idx in lmk.groups().items():
+        w[idx] = MEDIUM_WEIGHTS.get(name, 0.0)
+    return w
+
+
+def target_gains():
+    """(478,) share of the residual each landmark's target takes, by region (TARGET_GAIN, else 0)."""
+    g = np.zeros(lmk.N_LANDMARKS)
+    for name, idx in lmk.groups().items():
+        g[idx] = TARGET_GAIN.get(name, 0.0)
+    return g
+
+
+@dataclass
+class MediumResult:
+    vertices: np.ndarray        # (N, 3) deformed mesh, model frame, mm
+    active: np.ndarray          # (478,) bool: landmarks that pulled the mesh (others: none or held)
+    fitted_2d: np.ndarray       # (478, 2) landmark pixels of the deformed mesh
+    error_before_px: float      # median landmark error over the active landmarks, coarse mesh
+    error_after_px: float       # ... deformed mesh
+    max_displacement_mm: float
+    seconds: float
+    solve_seconds: float        # factor lookup or numeric factorisation + back-substitution
+    factor_cached: bool
+
+    def to_dict(self):
+        return {"active_landmarks": int(self.active.sum()), "error_before_px": round(self.error_before_px, 4),
+                "error_after_px": round(self.error_after_px, 4),
+                "max_displacement_mm": round(self.max_displacement_mm, 4), "seconds": round(self.seconds, 5),
+                "solve_seconds": round(self.solve_seconds, 5), "factor_cached": bool(self.factor_cached)}
+
+
+class LaplacianSystem:
+    """E(D) = ‖L D‖² + Σ_k w_k ‖d_{v_k} − δ_k‖² + Σ_i a_i ‖d_i‖² on one mesh (F, n), solved by a cached
+    CHOLMOD factor of LᵀL + diag(a + Σ_k w_k e_{v_k}) per constraint pattern (vertices + weights)."""
+
+    def __init__(self, F, n_vertices, anchor=None):
+        self.n = int(n_vertices)
+        L = uniform_laplacian(F, self.n)
+        self.LtL = (L.T @ L).tocsc()
+        self.anchor = np.full(self.n, 1e-8) if anchor is None else np.asarray(anchor, float)
+        self.cache = FactorCache(self.LtL + sp.diags(np.ones(self.n)))
+
+    def matrix(self, vertices, weights):
+        diag = self.anchor + np.bincount(vertices, weights=weights, minlength=self.n)
+        return self.LtL + sp.diags(diag)
+
+    def solve(self, vertices, weights, targets, key=None):
+        """Displacement (n, 3) for constraints d[vertices] ≈ targets (M, 3) with weights (M,). `key`
+        names the pattern for the factor cache (default: the vertices and weights themselves).
+        Returns (D, factor_was_cached)."""
+        vertices = np.asarray(vertices, np.int64)
+        weights = np.asarray(weights, float)
+        if key is None:
+            key = (vertices.tobytes(), weights.tobytes())
+        rhs = np.zeros((self.n, 3))
+        np.add.at(rhs, vertices, weights[:, None] * np.asarray(targets, float))
+        return self.cache.solve(key, lambda: self.matrix(vertices, weights), rhs)
+
+
+class LaplacianDeformer:
+    """Everything of the medium stage that depends only on the model and its landmark embedding."""
+
+    def __init__(self, model: MorphableModel, emb: LandmarkEmbedding, region="face"):
+        from .camera import MODEL_TO_OPENCV, rotation_matrix
+        from .coarse import landmark_basis
+
+        self.model, self.emb = model, emb
+        N = model.n_vertices
+        mask = model.region_mask(region) if region in model.regions else np.ones(N, bool)
+        self.F_local, self.domain = submesh(model.faces, mask)
+        n = len(self.domain)
+        self.local_of_global = -np.ones(N, np.int64)
+        self.local_of_global[self.domain] = np.arange(n)
+        F = model.faces
+        # landmark -> nearest vertex of its embedded triangle (the largest barycentric weight)
+        self.vertex_of_landmark = self._local(F[emb.triangles, np.argmax(emb.barycentric, axis=1)])
+        self.contour_ids = np.asarray(emb.contour_ids, np.int64)
+        self.yaw_bins = np.asarray(emb.contour_yaws, float) if len(self.contour_ids) else np.zeros(1)
+        self.weights = landmark_weights()
+        # per yaw bin: the landmark vertices and which landmarks constrain (facing that view, mean face)
+        lb = landmark_basis(model, emb)
+        self.bin_vertices, self.bin_active = [], []
+        for b, yaw in enumerate(self.yaw_bins):
+            v = self.vertex_of_landmark.copy()
+            if len(self.contour_ids):
+                v[self.contour_ids] = self._local(F[emb.contour_triangles[b],
+                                                    np.argmax(emb.contour_barycentric[b], axis=1)])
+            R = MODEL_TO_OPENCV @ rotation_matrix(yaw)
+            P = emb.points(model.mean, F, yaw) @ R.T + np.array([0.0, 0.0, 600.0])
+            facing = lb.facing_weights(R, P, lo=MIN_FACING_COS, hi=MIN_FACING_COS + 1e-9) > 0
+            self.bin_vertices.append(v)
+            self.bin_active.append((self.weights > 0) & (v >= 0) & facing)
+        # anchors: distance (mean shape) from each face-area vertex to the nearest landmark vertex
+        cand = np.unique(np.concatenate([v[a] for v, a in zip(self.bin_vertices, self.bin_active)]))
+        P = model.mean[self.domain]
+        dist = cKDTree(P[cand]).query(P)[0]
+        ramp = np.clip((dist - ANCHOR_NEAR_MM) / (ANCHOR_FAR_MM - ANCHOR_NEAR_MM), 0.0, 1.0)
+        self.system = LaplacianSystem(self.F_local, n, ANCHOR_WEIGHT * ramp ** 2 + 1e-8)
+        self.system.cache.max_factors = len(self.yaw_bins)
+        self._carry_table(mask)
+
+    def _local(self, global_ids):
+        return self.local_of_global[np.asarray(global_ids, np.int64)]
+
+    def _carry_table(self, mask):
+        """For each vertex outside the domain: its nearest domain vertex, and the groups of vertices in
+        components without any domain vertex (they do not move)."""
+        model = self.model
+        outside = np.flatnonzero(~mask)
+        self.outside = outside
+        if len(outside) == 0:
+            self.nearest, self.rigid_groups = np.zeros(0, np.int64), []
+            return
+        self.nearest = cKDTree(model.mean[self.domain]).query(model.mean[outside])[1]
+        _, comp = csgraph.connected_components(adjacency(model.faces, model.n_vertices), directed=False)
+        touching = np.unique(comp[self.domain])
+        pos = np.searchsorted(outside, np.arange(model.n_vertices))
+        self.rigid_groups = [pos[np.flatnonzero(comp == c)]  # indices into `outside`
+                             for c in np.setdiff1d(np.unique(comp[outside]), touching)]
+
+    def yaw_bin(self, yaw_deg):
+        return int(np.argmin(np.abs(self.yaw_bins - yaw_deg)))
+
+    def system_matrix(self, b):
+        """LᵀL + diag(anchor + landmark weights) of yaw bin b."""
+        a = self.bin_active[b]
+        return self.system.matrix(self.bin_vertices[b][a], self.weights[a])
+
+    def solve(self, b, targets):
+        """Face-area displacement (n, 3) for yaw bin b with target displacements (478, 3) (rows of
+        landmarks not active in the bin are ignored). Returns (D, factor_was_cached)."""
+        a = self.bin_active[b]
+        return self.system.solve(self.bin_vertices[b][a], self.weights[a], targets[a], key=("yaw_bin", b))
+
+    def extend(self, D_local):
+        """(N, 3) displacement of the whole mesh from the face-area displacement."""
+        D = np.zeros((self.model.n_vertices, 3))
+        D[self.domain] = D_local
+        if len(self.outside):
+            Do = D_local[self.nearest]
+            for g in self.rigid_groups:
+                Do[g] = 0.0
+            D[self.outside] = Do
+        return D
+
+
+def laplacian_deformer(model, emb):
+    """The LaplacianDeformer of (model, embedding), built once per model object."""
+    key = ("laplacian_deformer", id(emb))
+    if key not in model.cache:
+        model.cache[key] = LaplacianDeformer(model, emb)
+    return model.cache[key]
+
+
+def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected,
+                        depth, sigma_px=None):
+    """Medium stage for one photo.
+
+    V: (N, 3) coarse mesh (model frame, mm); camera: its fitted camera; detected: (478, 2) landmark
+    pixels; depth: (H, W) the coarse mesh rendered with `camera` (mm, 0 = background), which decides
+    the visibility of each landmark; sigma_px: the landmark noise for the outlier shrink (default:
+    5 % of the detected interocular distance, as the coarse fit).
+    """
+    from .coarse import NOISE_FRACTION_OF_IOD, landmark_basis
+
+    t0 = time.perf_counter()
+    deformer = laplacian_deformer(model, emb)
+    detected = np.asarray(detected, float)
+    if detected.shape != (lmk.N_LANDMARKS, 2):
+        raise ValueError(f"expected ({lmk.N_LANDMARKS}, 2) landmarks, got {detected.shape}")
+    F = model.faces
+    yaw = yaw_of_rotation(camera.R)
+    b = deformer.yaw_bin(yaw)
+    P = emb.points(V, F, yaw)
+    Pc = camera.to_camera(P)
+    q = camera.project(P)
+    # evidence in this photo: visible in the coarse render's depth map and facing the camera
+    vis = depth_visible(q, Pc[:, 2], depth, np.maximum(1.0, 0.005 * Pc[:, 2]), window=1)
+    facing = landmark_basis(model, emb).facing_weights(camera.R, Pc, lo=MIN_FACING_COS,
+                                                       hi=MIN_FACING_COS + 1e-9) > 0
+    active = deformer.bin_active[b] & vis & facing
+    if sigma_px is None:
+        p68 = lmk.to_68(detected)
+        sigma_px = max(NOISE_FRACTION_OF_IOD * float(np.linalg.norm(p68[36] - p68[45])), 0.5)
+    r = detected - q
+    rn = np.linalg.norm(r, axis=1)
+    r *= np.minimum(1.0, OUTLIER_SIGMAS * sigma_px / np.maximum(rn, 1e-12))[:, None]
+    # targets: the (shrunk) detected pixel back-projected at the fitted point's depth z′, minus the point
+    rays = np.column_stack([r, np.zeros(len(r))]) @ np.linalg.inv(camera.K).T  # K⁻¹[s,1] − K⁻¹[q,1]
+    targets = (Pc[:, 2:3] * rays) @ camera.R  # camera -> model frame (rows: Rᵀ δ)
+    targets *= target_gains()[:, None]
+    targets[~active] = 0.0
+    t1 = time.perf_counter()
+    D_local, cached = deformer.solve(b, targets)
+    solve_s = time.perf_counter() - t1
+    V_new = np.asarray(V, float) + deformer.extend(D_local)
+    q_new = camera.project(emb.points(V_new, F, yaw))
+    idx = np.flatnonzero(active)
+
+    def err(qq):
+        return float(np.median(np.linalg.norm(qq[idx] - detected[idx], axis=1))) if len(idx) else 0.0
+
+    return MediumResult(V_new, active, q_new, err(q), err(q_new), float(np.linalg.norm(D_local, axis=1).max(initial=0.0)),
+                        time.perf_counter() - t0, solve_s, cached)

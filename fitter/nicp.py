@@ -1,0 +1,195 @@
+"""Optimal-step non-rigid ICP (Amberg et al. 2007) with S1's texture constraint (T-ICP, S1 Eq. 6).
+
+Unknowns: one affine transform X_i (4 × 3) per template vertex, acting on the vertex's template position
+v̂_i = [(v_i − c)/s, 1] (c: template centroid, s = NORMALISE_MM, so the stiffness does not depend on
+where the face sits or its units). The deformed vertex is v̂_iᵀ X_i. Per stiffness step α, landmark
+weight β:
+
+    E(X) = α² ‖(M ⊗ G) X‖² + Σ_i w_i ‖v̂_iᵀ X_i − u_i‖² + β² Σ_l ‖v̂_lᵀ X_l − p_l‖²
+
+M: the template's edge–vertex incidence matrix; G = diag(1, 1, 1, γ); u_i: the vertex's
+correspondence on the target; p_l: landmark targets. The normal equations
+(α² (MᵀM ⊗ G²) + DᵀWD + β² D_lᵀD_l) X = DᵀWU + β² D_lᵀP are one 4n × 4n SPD system with three
+right-hand sides.
+
+What is factored and reused (`NicpSystem`, cached per template topology): CHOLMOD's symbolic
+analysis of that pattern is computed once and reused by every numeric factorisation (every stiffness
+step of every registration). Within a step the matrix is held fixed, so its numeric factor is reused by
+every ICP iteration of the step, which then costs a closest-point query and one back-substitution:
+every vertex keeps data weight w_i = 1, and a vertex whose correspondence is rejected (too far, colour
+too different, normals incompatible, target on a boundary) gets its own current position as target,
+so it is held where it is and follows its neighbours over the iterations instead of being pulled.
+
+Correspondences (S1 Eq. 6): for each template vertex the nearest target point in the joint space
+(xyz, λ_tex·rgb) — a 6-D k-d tree, so the distance is √(‖Δv‖² + λ²‖Δc‖²) rather than S1's sum of the
+two norms — kept if ‖Δv‖ < τ_v and ‖Δc‖ < τ_c.
+"""
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.spatial import cKDTree
+
+from .cholesky import FactorCache
+
+NORMALISE_MM = 100.0
+_system_ids = itertools.count()
+
+
+@dataclass
+class Target:
+    """What the template is registered to (camera or scan frame, mm)."""
+
+    points: np.ndarray                    # (K, 3)
+    normals: np.ndarray                   # (K, 3) unit
+    colors: np.ndarray = None             # (K, 3) RGB in [0, 1], or None
+    boundary: np.ndarray = None           # (K,) bool: on a hole, image or depth-discontinuity edge
+
+    def __post_init__(self):
+        self.points = np.asarray(self.points, float)
+        if self.boundary is None:
+            self.boundary = np.zeros(len(self.points), bool)
+
+
+@dataclass
+class NicpSettings:
+    """Schedule and thresholds. Distances are fractions of the face's interocular distance (IOD)."""
+
+    stiffness: tuple = (30.0, 10.0, 3.0, 1.0)      # α per step (coordinates in units of NORMALISE_MM)
+    landmark_weight: tuple = (3.0, 1.0, 0.3, 0.1)  # β per step
+    iterations: int = 3                             # ICP iterations per step (one factorisation each step)
+    gamma: float = 1.0
+    tau_v_iod: tuple = (0.20, 0.10, 0.05, 0.04)    # τ_v per step
+    lambda_tex_iod: float = 0.013                  # λ_tex: mm per unit of RGB distance, × IOD (S1 §5.2)
+    tau_c: float = 0.17                            # τ_c on RGB in [0, 1] (S1 §5.2)
+    max_normal_deg: float = 60.0
+    use_color: bool = True
+
+
+@dataclass
+class NicpResult:
+    vertices: np.ndarray                  # (n, 3) registered template vertices
+    inlier_fraction: list                 # per step (last iteration)
+    median_residual_mm: list              # per step: median inlier distance
+    iterations: int
+    step_seconds: list
+    factor_seconds: float                 # all numeric factorisations
+    info: dict = field(default_factory=dict)
+
+
+def edges_of(F):
+    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    return np.unique(e, axis=0)
+
+
+class NicpSystem:
+    """The parts of the NICP normal equations that depend only on the template topology and its
+    (fixed) template positions: D, MᵀM ⊗ G², and CHOLMOD's analysis of the matrix pattern."""
+
+    def __init__(self, V_template, F, gamma=1.0, analysis: FactorCache = None):
+        """analysis: the FactorCache of an earlier NicpSystem with the same topology (F) to reuse its
+        symbolic analysis; a new one is made otherwise (`self.analysis`)."""
+        V = np.asarray(V_template, float)
+        self.n = n = len(V)
+        self.center = V.mean(axis=0)
+        Vh = np.column_stack([(V - self.center) / NORMALISE_MM, np.ones(n)])
+        self.Vh = Vh
+        e = edges_of(np.asarray(F))
+        ne = len(e)
+        M = sp.csr_matrix((np.r_[np.ones(ne), -np.ones(ne)], (np.r_[np.arange(ne), np.arange(ne)],
+                                                               np.r_[e[:, 0], e[:, 1]])), shape=(ne, n))
+        G2 = sp.diags([1.0, 1.0, 1.0, gamma * gamma])
+        self.stiff = sp.kron((M.T @ M).tocsr(), G2).tocsc()
+        # D: (n, 4n) with row i = v̂_iᵀ at columns 4i..4i+3
+        rows = np.repeat(np.arange(n), 4)
+        cols = np.arange(4 * n)
+        self.D = sp.csr_matrix((Vh.ravel(), (rows, cols)), shape=(n, 4 * n))
+        self.DtD = (self.D.T @ self.D).tocsc()  # block diagonal, 4 × 4 blocks
+        if analysis is None or analysis.shape != self.stiff.shape:
+            analysis = FactorCache(self.stiff + self.DtD, max_factors=1, mode="supernodal", ordering="metis")
+        self.analysis = analysis
+        self.token = next(_system_ids)  # names this system's factors in the shared cache
+
+    def matrix(self, alpha, beta, landmark_vertices):
+        A = alpha * alpha * self.stiff + self.DtD
+        if landmark_vertices is not None and len(landmark_vertices) and beta > 0:
+            Dl = self.D[landmark_vertices]
+            A = A + beta * beta * (Dl.T @ Dl)
+        return A.tocsc()
+
+    def positions(self, X):
+        """(n, 3) mm from the stacked affine transforms X (4n, 3)."""
+        return (self.D @ X) * NORMALISE_MM + self.center
+
+    def identity(self):
+        X = np.zeros((4 * self.n, 3))
+        X[0::4, 0] = X[1::4, 1] = X[2::4, 2] = 1.0
+        return X
+
+
+def _normals(V, F):
+    from .mesh import vertex_normals
+
+    return vertex_normals(V, F)
+
+
+def nicp(V_init, F, target: Target, iod_mm, settings: NicpSettings = None, landmark_vertices=None,
+         landmark_targets=None, template_colors=None, color_update=None, system: NicpSystem = None):
+    """Register the template (V_init (n, 3), F) to `target`.
+
+    iod_mm: the face's interocular distance (sets λ_tex and τ_v); landmark_vertices (L,) with
+    landmark_targets (L, 3): optional landmark term; template_colors (n, 3) in [0, 1]: the template's
+    colour for the texture constraint (None: geometry only); color_update(V) -> (n, 3): called between
+    stiffness steps to refit the template's colour on the current registration; system: a NicpSystem
+    built for V_init's topology and positions (reused across registrations with the same template).
+    """
+    s = settings or NicpSettings()
+    system = system or NicpSystem(V_init, F, s.gamma)
+    if system.n != len(V_init):
+        raise ValueError("the NicpSystem was built for another template")
+    use_color = s.use_color and template_colors is not None and target.colors is not None
+    lam = s.lambda_tex_iod * iod_mm
+    tgt = target.points if not use_color else np.column_stack([target.points, lam * target.colors])
+    tree = cKDTree(tgt)
+    cos_max = np.cos(np.radians(s.max_normal_deg))
+    lv = None if landmark_vertices is None else np.asarray(landmark_vertices, np.int64)
+    lt = None if landmark_targets is None else (np.asarray(landmark_targets, float) - system.center) / NORMALISE_MM
+    X = system.identity()
+    # start from V_init: identity transforms act on the template positions, which are V_init
+    V = system.positions(X)
+    colors = None if not use_color else np.asarray(template_colors, float)
+    inliers, residuals, step_s = [], [], []
+    factor_s = 0.0
+    iters = 0
+    n_steps = len(s.stiffness)
+    for k in range(n_steps):
+        t_step = time.perf_counter()
+        alpha, beta = s.stiffness[k], s.landmark_weight[min(k, len(s.landmark_weight) - 1)]
+        tau_v = s.tau_v_iod[min(k, len(s.tau_v_iod) - 1)] * iod_mm
+        t0 = time.perf_counter()
+        factor, _ = system.analysis.factor((system.token, k), lambda: system.matrix(alpha, beta, lv))
+        factor_s += time.perf_counter() - t0
+        for _ in range(s.iterations):
+            iters += 1
+            N = _normals(V, F)
+            q = V if not use_color else np.column_stack([V, lam * colors])
+            _, idx = tree.query(q, workers=-1)
+            P = target.points[idx]
+            dv = np.linalg.norm(P - V, axis=1)
+            ok = (dv < tau_v) & ~target.boundary[idx] & ((N * target.normals[idx]).sum(1) > cos_max)
+            if use_color:
+                ok &= np.linalg.norm(colors - target.colors[idx], axis=1) < s.tau_c
+            U = np.where(ok[:, None], P, V)
+            rhs = system.D.T @ ((U - system.center) / NORMALISE_MM)
+            if lv is not None and beta > 0:
+                rhs = rhs + beta * beta * (system.D[lv].T @ lt)
+            X = factor(np.asfortranarray(rhs))
+            V = system.positions(X)
+        inliers.append(float(ok.mean()))
+        residuals.append(float(np.median(dv[ok])) if ok.any() else float("nan"))
+        if use_color and color_update is not None and k < n_steps - 1:
+            colors = np.asarray(color_update(V), float)
+        step_s.append(time.perf_counter() - t_step)
+    return NicpResult(V, inliers, residuals, iters, step_s, factor_s)

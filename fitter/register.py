@@ -1,0 +1,327 @@
+"""RGB-D (or scan) registration of the face model: landmarks → coarse fit lifted onto the depth →
+T-ICP (texture-constrained optimal-step NICP, `fitter.nicp`) → S1 Eq. 7 split into a similarity
+(f, R, t) and the non-rigid residual S_morph in the model's mean frame.
+
+Texture model. S1 fits a PCA texture model with Phong lighting (Eq. 3–5) so that the template has a
+colour where the capture has one (brows dark, lips red) before it knows the correspondence. ICT has no
+texture model, so the template's albedo here is its part map (skin, brows, lips, eyes: the painting
+used to build the landmark embedding) with one colour per part — the texture parameters — fitted to
+the image together with Phong lighting by Levenberg–Marquardt (`fitter.texture.fit_phong`), and refitted
+between stiffness steps on the current registration.
+"""
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import landmarks as lmk
+from .align import similarity_transform
+from .camera import Camera
+from .errors import InputError, NoFaceError
+from .nicp import NicpSettings, NicpSystem, Target, nicp
+
+DEPTH_EDGE_MM = 10.0       # a jump larger than this (or 3 % of the depth) between neighbours is an edge
+DEPTH_EDGE_FRACTION = 0.03
+MIN_DEPTH_MM, MAX_DEPTH_MM = 100.0, 5000.0
+
+
+# --- inputs -----------------------------------------------------------------------------------------
+def read_intrinsics(path):
+    """K (3, 3) from a JSON file holding {"fx", "fy", "cx", "cy"} or {"K": [[...], [...], [...]]}."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read intrinsics JSON ({e.__class__.__name__}: {e})") from e
+    if isinstance(d, dict) and "K" in d:
+        K = np.asarray(d["K"], float)
+        if K.shape != (3, 3):
+            raise InputError(f"{path}: \"K\" must be a 3x3 matrix, got shape {K.shape}")
+    elif isinstance(d, dict) and all(k in d for k in ("fx", "fy", "cx", "cy")):
+        K = np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1.0]], float)
+    else:
+        raise InputError(f"{path}: give {{\"fx\", \"fy\", \"cx\", \"cy\"}} or {{\"K\": 3x3}} in pixels")
+    if not (K[0, 0] > 0 and K[1, 1] > 0 and np.isfinite(K).all()):
+        raise InputError(f"{path}: focal lengths must be positive and finite")
+    return K
+
+
+def read_depth(path, depth_scale=1.0):
+    """(H, W) float32 depth in mm (0 = missing) from a 16-bit PNG (mm), .npy or .exr, times depth_scale
+    (e.g. 1000 for a file in metres)."""
+    p = Path(path)
+    if p.is_dir() or not p.exists():
+        raise InputError(f"{path}: no such depth file")
+    ext = p.suffix.lower()
+    if ext == ".npy":
+        try:
+            D = np.load(p, allow_pickle=False)
+        except ValueError as e:
+            raise InputError(f"{path}: not a numeric .npy array ({e})") from e
+    elif ext == ".exr":
+        os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+        import cv2
+
+        D = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_UNCHANGED)
+    else:
+        import cv2
+
+        D = cv2.imread(str(p), cv2.IMREAD_ANYDEPTH | cv2.IMREAD_UNCHANGED)
+        if D is not None and D.dtype == np.uint8:
+            raise InputError(f"{path}: an 8-bit image is not a depth map; give a 16-bit PNG in mm, .npy or .exr")
+    if D is None:
+        raise InputError(f"{path}: not a readable depth image (16-bit PNG in mm, .npy or .exr)")
+    D = np.asarray(D)
+    if D.ndim == 3:
+        D = D[..., 0]
+    if D.ndim != 2:
+        raise InputError(f"{path}: depth must be a single-channel image, got shape {D.shape}")
+    D = np.nan_to_num(D.astype(np.float32) * float(depth_scale), nan=0.0, posinf=0.0, neginf=0.0)
+    D[D < 0] = 0
+    return D
+
+
+def check_depth(depth, color_shape):
+    """Clear errors for the usual mistakes: size mismatch, empty depth, wrong units."""
+    H, W = color_shape[:2]
+    if depth.shape != (H, W):
+        raise InputError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the colour image is {W}x{H}: "
+                         f"give a depth map registered to the colour image")
+    valid = depth > 0
+    if valid.mean() < 0.01:
+        raise InputError("the depth map is empty (fewer than 1 % valid pixels)")
+    med = float(np.median(depth[valid]))
+    if med < MIN_DEPTH_MM or med > MAX_DEPTH_MM:
+        hint = " (looks like metres: pass --depth-scale 1000)" if med < 10 else ""
+        raise InputError(f"median depth {med:.3g} is not a plausible distance in mm{hint}; "
+                         f"use --depth-scale to convert to mm")
+
+
+def depth_target(depth, K, color=None, stride=1):
+    """Target points (camera frame, mm) of every valid depth pixel, with normals from the depth
+    gradients, colours from the registered colour image, and boundary flags (pixels next to a hole,
+    the image border or a depth discontinuity: flying pixels live there)."""
+    D = np.asarray(depth, np.float32)[::stride, ::stride]
+    H, W = D.shape
+    v, u = np.mgrid[0:H, 0:W].astype(np.float64) * stride
+    Kinv = np.linalg.inv(K)
+    rays = np.stack([u, v, np.ones_like(u)], -1) @ Kinv.T
+    P = rays * D[..., None]
+    valid = D > 0
+    # normals: cross product of central differences (towards the camera)
+    dx = np.zeros_like(P)
+    dy = np.zeros_like(P)
+    dx[:, 1:-1] = P[:, 2:] - P[:, :-2]
+    dy[1:-1] = P[2:] - P[:-2]
+    N = np.cross(dy, dx)
+    N /= np.maximum(np.linalg.norm(N, axis=-1, keepdims=True), 1e-12)
+    N[N[..., 2] > 0] *= -1
+    # boundary: invalid or far-away 4-neighbour, or the image border
+    pad = np.pad(D, 1)
+    jump = np.zeros_like(valid)
+    tol = np.maximum(DEPTH_EDGE_MM, DEPTH_EDGE_FRACTION * D)
+    for dy_, dx_ in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        nb = pad[dy_:dy_ + H, dx_:dx_ + W]
+        jump |= (nb == 0) | (np.abs(nb - D) > tol)
+    jump[[0, -1], :] = True
+    jump[:, [0, -1]] = True
+    idx = np.flatnonzero(valid)
+    colors = None
+    if color is not None:
+        C = np.asarray(color)[::stride, ::stride].reshape(-1, 3)[idx]
+        colors = C.astype(np.float64) / (255.0 if C.dtype == np.uint8 else 1.0)
+    return Target(P.reshape(-1, 3)[idx], N.reshape(-1, 3)[idx], colors, jump.ravel()[idx]), idx
+
+
+def depth_at(depth, pts, K, window=2):
+    """(L, 3) camera-frame points under the pixels `pts` (L, 2): the median valid depth in a
+    (2 window + 1)² neighbourhood; NaN where there is none."""
+    H, W = depth.shape
+    px = np.rint(pts).astype(int)
+    out = np.full((len(pts), 3), np.nan)
+    Kinv = np.linalg.inv(K)
+    for i, (x, y) in enumerate(px):
+        if not (0 <= x < W and 0 <= y < H):
+            continue
+        patch = depth[max(y - window, 0):y + window + 1, max(x - window, 0):x + window + 1]
+        z = patch[patch > 0]
+        if len(z):
+            out[i] = float(np.median(z)) * (Kinv @ np.array([pts[i, 0], pts[i, 1], 1.0]))
+    return out
+
+
+# --- texture model for T-ICP ---------------------------------------------------------------------
+def part_labels(model):
+    """(N,) part index per vertex from the model's painted albedo: 0 skin, 1 brows, 2 lips, 3 other."""
+    from .embedding import BROW_COLOR, LIP_COLOR, SKIN, render_albedo
+
+    C = render_albedo(model)
+    lab = np.full(model.n_vertices, 3, np.int64)
+    for k, col in enumerate((SKIN, BROW_COLOR, LIP_COLOR)):
+        lab[np.all(np.isclose(C, np.asarray(col, float)), axis=1)] = k
+    return lab
+
+
+def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=2):
+    """Template colour (N, 3) in [0, 1] for T-ICP: per-part albedo (the texture parameters) under Phong
+    lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5)."""
+    from .texture import fit_phong, phong_shade, sample_image
+
+    img = np.asarray(image, np.float32) / 255.0
+    uvw = V_cam @ np.asarray(K, float).T
+    uv = uvw[:, :2] / uvw[:, 2:3]
+    obs = np.flatnonzero(visible)
+    if len(obs) < 30:
+        raise ValueError("fewer than 30 template vertices are visible: cannot fit the texture")
+    view = -V_cam / np.linalg.norm(V_cam, axis=1, keepdims=True)
+    H, W = img.shape[:2]
+    colors_obs = sample_image(img, np.clip(uv[obs], 0, [W - 1, H - 1]))[:, :3]
+    n_parts = int(labels.max()) + 1
+    part_albedo = np.tile(np.median(colors_obs, axis=0) / 0.8, (n_parts, 1))
+    light = None
+    for _ in range(iterations):
+        sub = obs if len(obs) <= 1500 else obs[np.random.default_rng(0).choice(len(obs), 1500, replace=False)]
+        pos = np.searchsorted(obs, sub)
+        light, _ = fit_phong(part_albedo[labels[sub]], normals_cam[sub], view[sub], colors_obs[pos])
+        shade = phong_shade(np.ones((len(obs), 3)), normals_cam[obs], view[obs], light)
+        for k in range(n_parts):
+            m = labels[obs] == k
+            if m.sum() >= 5:
+                part_albedo[k] = np.median(colors_obs[m] / np.maximum(shade[m], 0.05), axis=0)
+        part_albedo = np.clip(part_albedo, 0.0, 1.0)
+    return np.clip(phong_shade(part_albedo[labels], normals_cam, view, light), 0.0, 1.0)
+
+
+# --- the registration -------------------------------------------------------------------------------
+@dataclass
+class Registration:
+    vertices: np.ndarray          # (N, 3) registered model mesh, camera (or scan) frame, mm
+    s_morph: np.ndarray           # (N, 3) non-rigid residual in the model's mean frame, mm
+    scale: float                  # f of S1 Eq. 7
+    R: np.ndarray                 # (3, 3)
+    t: np.ndarray                 # (3,) mm
+    coarse_vertices: np.ndarray   # (N, 3) the coarse fit lifted onto the depth, before T-ICP
+    report: dict = field(default_factory=dict)
+
+
+def split_similarity(model, V_regist, region="face"):
+    """S1 Eq. 7: (f, R, t, S_morph) with V_regist = f R (mean + S_morph) + t exactly; (f, R, t) is the
+    least-squares similarity from the mean shape to the registration over `region`."""
+    idx = model.regions.get(region, np.arange(model.n_vertices))
+    f, R, t = similarity_transform(model.mean[idx], V_regist[idx])
+    S_morph = ((V_regist - t) @ R) / f - model.mean
+    return f, R, t, S_morph
+
+
+def _principal_point_shift(points, K, W, H):
+    """Landmarks moved so that K's principal point and aspect become the image centre and fx: the coarse
+    fit's camera model."""
+    c0 = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    out = np.asarray(points, float).copy()
+    out[:, 0] = out[:, 0] - K[0, 2] + c0[0]
+    out[:, 1] = (out[:, 1] - K[1, 2]) * K[0, 0] / K[1, 1] + c0[1]
+    return out
+
+
+def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_color=True, target=None,
+                  target_transform=None, log=None):
+    """Register `model` to a colour image (H, W, 3) uint8 and registered depth (H, W) mm with
+    intrinsics K. target: optional Target (camera frame) to register to instead of the depth pixels
+    (a scan seen by this camera). Raises InputError / NoFaceError."""
+    from .coarse import fit_landmarks
+    from .embedding import load_embedding
+    from .medium import laplacian_deformer
+    from .mesh import vertex_normals
+    from .render import get_renderer, vertex_visibility
+
+    t_all = time.perf_counter()
+    times = {}
+    H, W = color.shape[:2]
+    check_depth(depth, color.shape)
+    emb = load_embedding(model)
+    if emb is None:
+        raise InputError(f"model '{model.name}' has no landmark embedding; reinstall it")
+    t0 = time.perf_counter()
+    face = lmk.detect_landmarks(color)[0]
+    times["detect_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pts = _principal_point_shift(face.points, K, W, H)
+    fit = fit_landmarks(model, emb, [pts], [(W, H)], focal=float(K[0, 0]))
+    im = fit.images[0]
+    cam = Camera(K.copy(), im.camera.R, im.camera.t, W, H)
+    V0 = cam.to_camera(model.shape(fit.identity, im.expression))  # camera frame
+    times["coarse_s"] = time.perf_counter() - t0
+    # lift onto the depth: similarity from the fitted inner landmarks to the depth under the detections
+    t0 = time.perf_counter()
+    groups = lmk.groups()
+    inner = np.concatenate([groups[g] for g in ("eyes", "nose", "lips", "brows")])
+    L_model = emb.points(V0, model.faces, 0.0)[inner]
+    L_depth = depth_at(depth, face.points[inner], K)
+    ok = np.isfinite(L_depth).all(1)
+    if ok.sum() < 10:
+        raise NoFaceError("the depth map has no valid depth under the detected face")
+    keep = ok.copy()
+    for _ in range(3):  # trimmed similarity: drop landmarks off the depth surface (holes, occluders)
+        s_, R_, t_ = similarity_transform(L_model[keep], L_depth[keep])
+        r = np.linalg.norm(s_ * L_model @ R_.T + t_ - L_depth, axis=1)
+        r[~ok] = np.inf
+        keep = ok & (r <= max(np.quantile(r[ok], 0.7) * 2.0, 3.0))
+    if keep.sum() < 10:
+        raise NoFaceError("the depth under the detected landmarks does not look like a face")
+    V0 = s_ * V0 @ R_.T + t_
+    times["lift_scale"] = s_
+    times["lift_s"] = time.perf_counter() - t0
+    p68 = lmk.to_68(face.points)
+    iod_px = float(np.linalg.norm(p68[36] - p68[45]))
+    iod_mm = float(np.linalg.norm(lmk.to_68(emb.points(V0, model.faces, 0.0))[36]
+                                  - lmk.to_68(emb.points(V0, model.faces, 0.0))[45]))
+    # target
+    t0 = time.perf_counter()
+    if target is None:
+        target, _ = depth_target(depth, K, color)
+    times["target_s"] = time.perf_counter() - t0
+    # template: the face area; landmark term: inner landmark vertices -> depth points
+    deformer = laplacian_deformer(model, emb)
+    F_face, dom = deformer.F_local, deformer.domain
+    lv_all = deformer.vertex_of_landmark[inner]
+    use = keep & (lv_all >= 0)
+    lv, lt = lv_all[use], L_depth[use]
+    lv, first = np.unique(lv, return_index=True)
+    lt = lt[first]
+    labels = part_labels(model)[dom] if use_color else None
+    F_render = model.faces_in("render") if "render" in model.regions else model.faces
+    cam_id = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
+
+    def template_colors(V_face):
+        Vfull = V0.copy()
+        Vfull[dom] = V_face
+        res = get_renderer().render(Vfull, F_render, cam_id)
+        vis = vertex_visibility(Vfull, F_render, cam_id, res)[dom]
+        normals = vertex_normals(Vfull, model.faces)[dom]
+        return fit_template_colors(labels, V_face, normals, color, vis, K)
+
+    system_key = ("nicp_system", model.name)
+    settings = settings or NicpSettings()
+    system = NicpSystem(V0[dom], F_face, settings.gamma, analysis=model.cache.get(system_key))
+    model.cache[system_key] = system.analysis
+    t0 = time.perf_counter()
+    colors0 = template_colors(V0[dom]) if use_color else None
+    times["texture_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = nicp(V0[dom], F_face, target, iod_mm, settings, lv, lt, colors0,
+               template_colors if use_color else None, system)
+    times["nicp_s"] = time.perf_counter() - t0
+    V = V0 + deformer.extend(res.vertices - V0[dom])
+    f, R, t, S_morph = split_similarity(model, V)
+    times["total_s"] = time.perf_counter() - t_all
+    report = {"inlier_fraction": [round(x, 4) for x in res.inlier_fraction],
+              "median_residual_mm": [round(x, 4) for x in res.median_residual_mm],
+              "iterations": res.iterations, "step_seconds": [round(x, 4) for x in res.step_seconds],
+              "factor_seconds": round(res.factor_seconds, 4), "texture_constraint": bool(use_color),
+              "landmarks_used": int(len(lv)), "interocular_mm": round(iod_mm, 3),
+              "interocular_px": round(iod_px, 3), "target_points": int(len(target.points)),
+              "template_vertices": int(len(dom)),
+              "times_s": {k: round(v, 4) for k, v in times.items()}}
+    return Registration(V, S_morph, f, R, t, V0, report)

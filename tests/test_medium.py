@@ -1,0 +1,120 @@
+"""Medium stage: the Laplacian, the deformation system and its cached CHOLMOD factor."""
+import numpy as np
+import pytest
+import scipy.sparse.linalg as sla
+
+from conftest import grid_mesh, icosphere
+from fitter.camera import look_at_face
+from fitter.embedding import load_embedding
+from fitter.medium import LaplacianSystem, deform_to_landmarks, laplacian_deformer
+from fitter.mesh import adjacency, boundary_vertices, uniform_laplacian
+from fitter.render import get_renderer
+
+
+def test_laplacian_of_flat_grid_known_values():
+    h = 0.5
+    V, F = grid_mesh(9, 8 * h, 3.0)  # spacing h
+    L = uniform_laplacian(F, len(V))
+    inner = ~boundary_vertices(F, len(V))
+    assert np.abs((L @ V)[inner]).max() < 1e-12  # a plane is its own neighbours' mean
+    # z = x²: the six neighbours of an inner vertex have x offsets (±h, 0, 0, +h, -h) → L z = -(2/3) h²
+    z = V[:, 0] ** 2
+    np.testing.assert_allclose((L @ z)[inner], -(2 / 3) * h * h, rtol=1e-12)
+
+
+def test_laplacian_of_sphere_known_values():
+    r = 2.0
+    V, F = icosphere(0, radius=r)  # icosahedron: each vertex has 5 neighbours at cos θ = 1/√5
+    LV = uniform_laplacian(F, len(V)) @ V
+    np.testing.assert_allclose(LV, (1 - 1 / np.sqrt(5)) * V, atol=1e-12)
+    V, F = icosphere(3, radius=r)  # valence 5 and 6: uniform weights are not tangent-free, but
+    L = uniform_laplacian(F, len(V))
+    assert ((L @ V * V).sum(1) > 0).all()  # every Laplacian vector points outwards (convex surface)
+    np.testing.assert_allclose(L @ np.ones(len(V)), 0.0, atol=1e-12)  # rows sum to zero
+    # the 12 original vertices keep valence 5, every vertex made by subdivision has 6
+    valence = np.diff(L.indptr) - 1
+    assert set(valence) == {5, 6} and (valence == 5).sum() == 12
+
+
+def _grid_system(n=21):
+    V, F = grid_mesh(n, float(n - 1), 0.0)
+    anchor = np.where(boundary_vertices(F, len(V)), 10.0, 0.0) + 1e-8
+    return V, F, LaplacianSystem(F, len(V), anchor)
+
+
+def test_one_constraint_displacement_decays_away_from_it():
+    V, F, system = _grid_system()
+    centre = int(np.argmin(np.linalg.norm(V[:, :2], axis=1)))
+    D, _ = system.solve([centre], [1.0], [[0.0, 0.0, 1.0]])
+    assert np.abs(D[:, :2]).max() < 1e-12  # only z was asked to move
+    dz = D[:, 2]
+    assert 0.1 < dz[centre] < 1.0 and dz[centre] == dz.max()
+    ring = np.rint(np.abs(V[:, :2] - V[centre, :2]).max(axis=1)).astype(int)  # Chebyshev ring index
+    means = np.array([dz[ring == k].mean() for k in range(11)])
+    assert (np.diff(means) < 0).all()  # decays ring by ring
+    assert means[-1] < 0.02 * dz[centre]  # the anchored boundary stays put
+
+
+def test_cached_factor_gives_the_fresh_solution():
+    V, F, system = _grid_system()
+    rng = np.random.default_rng(0)
+    idx = rng.choice(len(V), 12, replace=False)
+    w = rng.uniform(0.1, 1.0, 12)
+    T1, T2 = rng.normal(size=(12, 3)), rng.normal(size=(12, 3))
+    D1, cached1 = system.solve(idx, w, T1)
+    D2, cached2 = system.solve(idx, w, T2)  # same pattern, new targets: back-substitution only
+    assert not cached1 and cached2 and system.cache.factorisations == 1
+    A = system.matrix(idx, w).tocsc()
+    rhs = np.zeros((len(V), 3))
+    np.add.at(rhs, idx, w[:, None] * T2)
+    np.testing.assert_allclose(D2, sla.spsolve(A, rhs), rtol=1e-9, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def coarse_view(ict_model):
+    m = ict_model
+    emb = load_embedding(m)
+    rng = np.random.default_rng(5)
+    alpha = np.zeros(m.n_identity)
+    alpha[:20] = rng.standard_normal(20)
+    V = m.shape(alpha)
+    cam = look_at_face(V[m.region("face")].mean(0), 20, 5, 600, 1000, 640, 640)
+    depth = get_renderer().render(V, m.faces_in("render"), cam).depth
+    return m, emb, V, cam, depth
+
+
+def test_no_moved_constraint_no_motion(coarse_view):
+    m, emb, V, cam, depth = coarse_view
+    q = cam.project(emb.points(V, m.faces, 20))
+    res = deform_to_landmarks(m, emb, V, cam, q, depth)
+    assert res.active.sum() > 20
+    assert np.abs(res.vertices - V).max() < 1e-9
+
+
+def test_contour_residual_moves_the_contour_and_nothing_far(coarse_view):
+    m, emb, V, cam, depth = coarse_view
+    d = laplacian_deformer(m, emb)
+    q = cam.project(emb.points(V, m.faces, 20))
+    detected = q.copy()
+    centre = q.mean(0)
+    out = (q[d.contour_ids] - centre) / np.linalg.norm(q[d.contour_ids] - centre, axis=1, keepdims=True)
+    detected[d.contour_ids] += 4.0 * out  # the face outline is 4 px wider than the fit
+    res = deform_to_landmarks(m, emb, V, cam, detected, depth)
+    err_before = np.linalg.norm(q - detected, axis=1)[d.contour_ids][res.active[d.contour_ids]]
+    err_after = np.linalg.norm(res.fitted_2d - detected, axis=1)[d.contour_ids][res.active[d.contour_ids]]
+    assert err_after.mean() < 0.8 * err_before.mean()
+    moved = np.linalg.norm(res.vertices - V, axis=1)
+    assert moved.max() < 4.0  # mm; 4 px at 600 mm and f = 1000 px is 2.4 mm
+    # separate parts (eyeballs, teeth) keep the coarse placement
+    for region in ("eyeball_left", "teeth"):
+        if region in m.regions:
+            assert moved[m.region(region)].max() == 0.0
+    # inner landmarks (held) hardly move
+    inner = np.setdiff1d(np.arange(468), d.contour_ids)
+    assert np.median(np.linalg.norm(res.fitted_2d - q, axis=1)[inner]) < 0.5
+
+
+def test_adjacency_is_symmetric_for_the_laplacian():
+    V, F = grid_mesh(5, 4.0, 0.0)
+    A = adjacency(F, len(V))
+    assert (A != A.T).nnz == 0

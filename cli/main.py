@@ -201,6 +201,67 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         sys.exit(3 if failed == len(paths) else 4)
 
 
+@cli.command("register")
+@click.argument("color_path", metavar="COLOR", required=False, type=click.Path())
+@click.argument("depth_path", metavar="DEPTH", required=False, type=click.Path())
+@click.option("--intrinsics", "intrinsics_path", type=click.Path(),
+              help='JSON with {"fx", "fy", "cx", "cy"} or {"K": 3x3}, pixels of the colour image (OpenCV).')
+@click.option("--depth-scale", default=1.0, show_default=True,
+              help="Multiplies the depth values to get mm (e.g. 1000 for metres).")
+@click.option("--scan", "scan_path", type=click.Path(), default=None,
+              help="Register to a 3D scan (.obj/.ply/.vtk/.glb) instead of an RGB-D pair.")
+@click.option("--scan-units", type=click.Choice(["mm", "cm", "m"]), default=None, help="Default: inferred.")
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("--model", "model_name", default="ict", show_default=True)
+@click.option("--no-texture", is_flag=True, help="Geometry-only NICP (no colour constraint).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line.")
+def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path, scan_units, outdir, model_name,
+                 no_texture, as_json):
+    """Register the face model to an RGB-D capture (COLOR + DEPTH + --intrinsics) or to a scan (--scan):
+    landmarks, coarse fit lifted onto the depth, texture-constrained non-rigid ICP, and the split into a
+    similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png and report.json in OUTDIR."""
+    import numpy as np
+
+    from fitter import store
+    from fitter.errors import InputError
+    from fitter.io import read_image
+    from fitter.register import (read_depth, read_intrinsics, register_rgbd, register_scan, registration_overlay,
+                                 write_registration)
+
+    model = store.load_model(model_name)
+    if scan_path:
+        if color_path or depth_path:
+            raise InputError("give either COLOR DEPTH --intrinsics K.json or --scan MESH, not both")
+        from fitter.scan import read_scan
+
+        scan = read_scan(scan_path, scan_units)
+        reg, cam = register_scan(model, scan, use_color=None if not no_texture else False)
+        from fitter.render import get_renderer
+
+        colors = scan.colors if scan.colors is not None else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+        image = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
+                                      background=(0.3, 0.3, 0.32)).color_uint8()
+        from fitter.register import Registration
+
+        in_cam = Registration(cam.to_camera(reg.vertices), reg.s_morph, reg.scale, reg.R, reg.t, reg.coarse_vertices)
+        overlay = registration_overlay(model, in_cam, image, cam.K)
+    else:
+        if not (color_path and depth_path and intrinsics_path):
+            raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
+        color = read_image(color_path)
+        depth = read_depth(depth_path, depth_scale)
+        K = read_intrinsics(intrinsics_path)
+        reg = register_rgbd(model, color, depth, K, use_color=not no_texture)
+        overlay = registration_overlay(model, reg, color, K)
+    d = write_registration(reg, model, outdir, overlay)
+    rep = reg.report
+    if as_json:
+        click.echo(json.dumps(dict(rep, output=str(d))))
+    else:
+        click.echo(f"registered -> {d} (inliers {100 * rep['inlier_fraction'][-1]:.0f} %, median residual "
+                   f"{rep['median_residual_mm'][-1]:.2f} mm, {rep['times_s']['total_s']:.2f} s)")
+
+
 @cli.command("eval")
 @click.argument("recon", type=click.Path())
 @click.argument("gt", type=click.Path())
@@ -313,6 +374,28 @@ def bench_medium(name, identities, scan_dir, repeats, as_json):
         from pathlib import Path
 
         res["scans"] = B.scans(name, Path(scan_dir), with_eos=False, log=log)
+    click.echo(json.dumps(res, indent=None if as_json else 2))
+
+
+@bench.command("register")
+@click.option("--model", "name", default="ict", show_default=True)
+@click.option("--captures", default=8, show_default=True, help="Synthetic RGB-D captures.")
+@click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder with the scan-* data (e.g. ../shared/data): scan and rendered-depth registration.")
+@click.option("--no-trimesh", is_flag=True, help="Skip the trimesh nricp_amberg peer.")
+@click.option("--json", "as_json", is_flag=True)
+def bench_register(name, captures, scan_dir, no_trimesh, as_json):
+    """RGB-D registration: geometry-only NICP vs T-ICP on synthetic captures; scans; trimesh peer."""
+    from fitter import bench as B
+
+    log = (lambda m: click.echo(m, err=True))
+    res = {}
+    if captures:
+        res["synthetic"] = B.register_synthetic(name, captures, log=log)
+    if scan_dir:
+        from pathlib import Path
+
+        res["scans"] = B.register_scans(name, Path(scan_dir), with_trimesh=not no_trimesh, log=log)
     click.echo(json.dumps(res, indent=None if as_json else 2))
 
 

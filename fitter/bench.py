@@ -557,24 +557,23 @@ def synthetic_rgbd(model, rng, width=640, height=480, focal_px=570.0, yaw=0.0, o
 
     brows[face] = part_labels(model)[face] == 1
     if occluders:
-        # hair band: a dark strip over the forehead reaching down onto the brows, 15 mm in front
+        # hair band: a dark strip across the forehead down to just above the brows, 15 mm in front
         bu = uv[brows]
-        top, bottom = bu[:, 1].min() - 0.6 * np.ptp(bu[:, 1]) - 25, bu[:, 1].mean()
+        top, bottom = bu[:, 1].min() - 0.9 * np.ptp(bu[:, 1]) - 20, bu[:, 1].min() - 2
         band = np.zeros_like(occ)
-        band[int(max(top, 0)):int(bottom), :] = True
+        band[int(max(top, 0)):int(max(bottom, 0)), :] = True
         band &= res.mask
         depth[band] -= 15.0
         color[band] = (np.array([70, 45, 30]) + rng.integers(-10, 10, 3)).clip(0, 255)
-        # hand patch on one cheek: an ellipse of another skin tone, 30 mm in front
-        cheek = uv[np.asarray(model.metadata["reference_landmarks_68"])[[3 if rng.random() < 0.5 else 13]]][0]
+        # a hand on one cheek (in its own shadow: darker than the lit face), 25 mm in front
         L68 = uv[np.asarray(model.metadata["reference_landmarks_68"])]
         iod = np.linalg.norm(L68[36] - L68[45])
-        ax = int(0.35 * iod), int(0.45 * iod)
+        cheek = L68[3 if rng.random() < 0.5 else 13]
         hand = np.zeros((height, width), np.uint8)
-        cv2.ellipse(hand, (int(cheek[0]), int(cheek[1])), ax, 20, 0, 360, 1, -1)
+        cv2.ellipse(hand, (int(cheek[0]), int(cheek[1])), (int(0.3 * iod), int(0.4 * iod)), 20, 0, 360, 1, -1)
         hand = hand.astype(bool)
-        depth[hand] = np.minimum(depth[hand], np.median(depth[hand & res.mask]) - 30.0)
-        color[hand] = (np.array([205, 150, 120]) + rng.integers(-15, 15, 3)).clip(0, 255)
+        depth[hand] = np.minimum(depth[hand], np.median(depth[hand & res.mask]) - 25.0)
+        color[hand] = (np.array([150, 100, 80]) + rng.integers(-15, 15, 3)).clip(0, 255)
         occ = band | hand
     # sensor noise: Gaussian growing with depth², holes, flying pixels at discontinuities
     z0 = np.median(depth[res.mask])
@@ -597,3 +596,124 @@ def synthetic_rgbd(model, rng, width=640, height=480, focal_px=570.0, yaw=0.0, o
     occluded = seen & occ[px[:, 1], px[:, 0]]
     return {"color": color, "depth": depth, "K": cam.K.copy(), "V": V, "occluded": occluded, "brows": brows,
             "visible": seen, "brow_ids": brow_ids}
+
+
+def _region_errors(model, cap, V):
+    """Median correspondence error (mm) on the visible brows, the occluded vertices and the rest of the
+    visible face area of a synthetic capture."""
+    e = np.linalg.norm(V - cap["V"], axis=1)
+    face = np.zeros(model.n_vertices, bool)
+    face[model.regions["face"]] = True
+    vis, occ = cap["visible"] & face, cap["occluded"] & face
+    brows = cap["brows"] & vis & ~occ
+    rest = vis & ~occ & ~cap["brows"]
+    return {"brows_mm": float(np.median(e[brows])), "occluded_mm": float(np.median(e[occ])) if occ.any() else None,
+            "rest_mm": float(np.median(e[rest]))}
+
+
+def register_synthetic(name="ict", n_captures=8, seed=SYNTH_SEED + 2, log=print):
+    """Synthetic RGB-D captures (`synthetic_rgbd`: noise, holes, flying pixels, hair band, hand):
+    geometry-only NICP vs T-ICP, median correspondence error per region, and time."""
+    from . import store
+    from .register import register_rgbd
+
+    model = store.load_model(name)
+    rng = np.random.default_rng(seed)
+    caps = [synthetic_rgbd(model, rng, yaw=float(rng.uniform(-25, 25))) for _ in range(n_captures)]
+    register_rgbd(model, caps[0]["color"], caps[0]["depth"], caps[0]["K"])  # warm-up: model preparation
+    rows = []
+    for i, cap in enumerate(caps):
+        row = {}
+        for tag, use_color in (("nicp_geometry", False), ("ticp", True)):
+            t0 = time.perf_counter()
+            reg = register_rgbd(model, cap["color"], cap["depth"], cap["K"], use_color=use_color)
+            row[tag] = dict(_region_errors(model, cap, reg.vertices), seconds=time.perf_counter() - t0,
+                            target_points=reg.report["target_points"], iterations=reg.report["iterations"])
+        row["coarse"] = _region_errors(model, cap, reg.coarse_vertices)  # the start of both
+        rows.append(row)
+        log(f"capture {i + 1}/{n_captures}: {row}")
+    out = {"captures": n_captures}
+    for tag in ("coarse", "nicp_geometry", "ticp"):
+        out[tag] = {k: round(float(np.mean([r[tag][k] for r in rows if r[tag].get(k) is not None])), 3)
+                    for k in rows[0][tag]}
+    return out
+
+
+def _trimesh_peer(V0_face, F_face, target_points, landmarks):
+    """trimesh.registration.nricp_amberg with its default schedule, same start, target and landmarks."""
+    import trimesh
+    from trimesh.registration import nricp_amberg
+
+    src = trimesh.Trimesh(V0_face, F_face, process=False)
+    lv, lt = landmarks
+    t0 = time.perf_counter()
+    V = nricp_amberg(src, trimesh.PointCloud(target_points), source_landmarks=np.asarray(lv),
+                     target_positions=np.asarray(lt))
+    return np.asarray(V), time.perf_counter() - t0
+
+
+def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_000, seed=0, log=print):
+    """Register the template to each scan (`register_scan`, `n_points` surface samples; textured scans
+    with the colour term) and to a noisy depth map rendered from it; report the scan-to-registration
+    surface distance (scan vertices within 95 mm of the nose tip to the registered face area) and the
+    time; trimesh's nricp_amberg on the same start, samples and landmarks, in the same run."""
+    from pathlib import Path
+
+    from . import store
+    from .camera import MODEL_TO_OPENCV, Camera, intrinsics
+    from .register import register_rgbd, register_scan, scan_distances
+    from .render import get_renderer
+
+    data_dir = Path(data_dir)
+    model = store.load_model(name)
+    rng = np.random.default_rng(seed)
+    results = {}
+    for folder, mesh, texture, arbitrary in SCANS:
+        if not (data_dir / folder / mesh).is_file():
+            log(f"skipping {folder}: not found")
+            continue
+        scan, frame = load_gt_scan(data_dir, folder, mesh, texture, arbitrary)
+        register_scan(model, scan, n_points=n_points, seed=seed)  # warm-up (detector, model preparation)
+        t0 = time.perf_counter()
+        reg, cam = register_scan(model, scan, n_points=n_points, seed=seed)
+        t_scan = time.perf_counter() - t0
+        d = scan_distances(reg.vertices, model, scan.V, scan.F, frame.nose_tip)
+        res = {"scan_points_scored": int(len(d)), "texture_constraint": reg.report["texture_constraint"],
+               "scan_median_mm": round(float(np.median(d)), 3), "scan_p95_mm": round(float(np.percentile(d, 95)), 3),
+               "scan_seconds": round(t_scan, 3), "nicp_seconds": reg.report["times_s"]["nicp_s"],
+               "target_points": reg.report["target_points"]}
+        d0 = scan_distances(reg.coarse_vertices, model, scan.V, scan.F, frame.nose_tip)
+        res["coarse_median_mm"] = round(float(np.median(d0)), 3)
+        if with_trimesh:
+            from .embedding import load_embedding
+            from .medium import laplacian_deformer
+
+            deformer = laplacian_deformer(model, load_embedding(model))
+            dom, Fd = deformer.domain, deformer.F_local
+            V0c = cam.to_camera(reg.coarse_vertices)[dom]
+            Vt, t_peer = _trimesh_peer(V0c, Fd, reg.target.points, reg.landmarks)
+            Vfull = cam.to_camera(reg.coarse_vertices)
+            Vfull[dom] = Vt
+            dp = scan_distances((Vfull - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
+            res.update(trimesh_median_mm=round(float(np.median(dp)), 3),
+                       trimesh_p95_mm=round(float(np.percentile(dp, 95)), 3), trimesh_seconds=round(t_peer, 3),
+                       ratio_trimesh_over_ours_time=round(t_peer / reg.report["times_s"]["nicp_s"], 1))
+        # depth rendered from the scan (the same virtual camera), with sensor noise: RGB-D path
+        colors = scan.colors if scan.colors is not None else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+        R = MODEL_TO_OPENCV @ frame.R
+        cam = Camera(intrinsics(1000.0, 640, 640), R, np.array([0, 0, 650.0]) - R @ frame.nose_tip, 640, 640)
+        cam_id = Camera(cam.K, np.eye(3), np.zeros(3), 640, 640)
+        Vc = cam.to_camera(scan.V)
+        r = get_renderer().render(Vc, scan.F, cam_id, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
+                                  background=(0.3, 0.3, 0.32))
+        depth = r.depth.astype(np.float32)
+        depth[depth > 0] += rng.normal(0, 0.5, int((depth > 0).sum())).astype(np.float32)
+        t0 = time.perf_counter()
+        reg2 = register_rgbd(model, r.color_uint8(), depth, cam.K, use_color=scan.colors is not None)
+        t_depth = time.perf_counter() - t0
+        d2 = scan_distances((reg2.vertices - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
+        res.update(depth_median_mm=round(float(np.median(d2)), 3), depth_p95_mm=round(float(np.percentile(d2, 95)), 3),
+                   depth_seconds=round(t_depth, 3), depth_target_points=reg2.report["target_points"])
+        results[folder] = res
+        log(f"{folder}: {res}")
+    return results

@@ -116,7 +116,7 @@ def landmark_basis(model, emb):
     key = ("landmark_basis", id(emb))
     if key not in model.cache:
         model.cache[key] = LandmarkBasis(model, emb)
-        _single_threaded_blas()  # creates the BLAS controller now, not inside the first fit
+        _blas_controller_instance()  # inspects the loaded BLAS libraries now, not inside the first fit
     return model.cache[key]
 
 
@@ -226,17 +226,20 @@ def fit_landmarks(model: MorphableModel, emb: LandmarkEmbedding, points_list, im
 
 
 def _single_threaded_blas():
-    """The fit's matrices are small: BLAS threads cost more than they give (measured 2.4x slower)."""
-    global _blas_controller
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-        import contextlib
+    """The fit's matrices are small: BLAS threads cost more than they give (measured 2.4x slower).
+    A context manager: the limit holds inside the `with` block only."""
+    return _blas_controller_instance().limit(limits=1, user_api="blas")
 
-        return contextlib.nullcontext()
+
+def _blas_controller_instance():
+    """The process's ThreadpoolController (created once: it scans the loaded libraries, ~0.1 s).
+    Creating it changes no limit; `_single_threaded_blas()` must be used in a `with` block."""
+    global _blas_controller
+    from threadpoolctl import ThreadpoolController
+
     if _blas_controller is None:
         _blas_controller = ThreadpoolController()
-    return _blas_controller.limit(limits=1, user_api="blas")
+    return _blas_controller
 
 
 _blas_controller = None

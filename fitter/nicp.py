@@ -35,6 +35,10 @@ from scipy.spatial import cKDTree
 from .cholesky import FactorCache
 
 NORMALISE_MM = 100.0
+REJECTED_WEIGHT = 1e-3   # data weight of a vertex without an accepted correspondence at a step's start
+# ε‖X − I‖²: keeps the system definite where the data cannot tell the transforms' parts apart (a planar
+# template: z and the translation are then the same column of D)
+IDENTITY_PRIOR = 1e-6
 _system_ids = itertools.count()
 
 
@@ -57,12 +61,16 @@ class Target:
 class NicpSettings:
     """Schedule and thresholds. Distances are fractions of the face's interocular distance (IOD)."""
 
-    stiffness: tuple = (30.0, 10.0, 3.0, 1.0)      # α per step (coordinates in units of NORMALISE_MM)
-    landmark_weight: tuple = (3.0, 1.0, 0.3, 0.1)  # β per step
-    iterations: int = 3                             # ICP iterations per step (one factorisation each step)
+    stiffness: tuple = (10.0, 3.0, 1.0)            # α per step (coordinates in units of NORMALISE_MM)
+    landmark_weight: tuple = (1.0, 0.3, 0.1)       # β per step
+    iterations: int = 6                             # at most, per step (one factorisation each step)
+    step_tol_mm: float = 0.05                       # a step ends when the mean vertex moves less
     gamma: float = 1.0
-    tau_v_iod: tuple = (0.20, 0.10, 0.05, 0.04)    # τ_v per step
-    lambda_tex_iod: float = 0.013                  # λ_tex: mm per unit of RGB distance, × IOD (S1 §5.2)
+    tau_v_iod: tuple = (0.15, 0.07, 0.04)          # τ_v per step
+    # λ_tex: mm per unit of RGB distance (colours in [0, 1]), × IOD. S1 §5.2 gives 0.013 in its own
+    # colour scale; with colours in [0, 1] that makes the colour term too weak to move a brow vertex
+    # (measured: brows 1.98 mm with 0.013, 1.80 with 0.05, 1.64 with 0.1; geometry only 2.07)
+    lambda_tex_iod: float = 0.1
     tau_c: float = 0.17                            # τ_c on RGB in [0, 1] (S1 §5.2)
     max_normal_deg: float = 60.0
     use_color: bool = True
@@ -112,8 +120,13 @@ class NicpSystem:
         self.analysis = analysis
         self.token = next(_system_ids)  # names this system's factors in the shared cache
 
-    def matrix(self, alpha, beta, landmark_vertices):
-        A = alpha * alpha * self.stiff + self.DtD
+    def matrix(self, alpha, beta, landmark_vertices, weights=None):
+        """α² (MᵀM ⊗ G²) + DᵀWD + β² D_lᵀD_l; weights: (n,) data weights w_i (default 1)."""
+        if weights is None:
+            DtWD = self.DtD
+        else:
+            DtWD = self.D.T @ sp.diags(np.asarray(weights, float)) @ self.D
+        A = alpha * alpha * self.stiff + DtWD + IDENTITY_PRIOR * sp.identity(4 * self.n, format="csc")
         if landmark_vertices is not None and len(landmark_vertices) and beta > 0:
             Dl = self.D[landmark_vertices]
             A = A + beta * beta * (Dl.T @ Dl)
@@ -156,7 +169,7 @@ def nicp(V_init, F, target: Target, iod_mm, settings: NicpSettings = None, landm
     cos_max = np.cos(np.radians(s.max_normal_deg))
     lv = None if landmark_vertices is None else np.asarray(landmark_vertices, np.int64)
     lt = None if landmark_targets is None else (np.asarray(landmark_targets, float) - system.center) / NORMALISE_MM
-    X = system.identity()
+    X = X_id = system.identity()
     # start from V_init: identity transforms act on the template positions, which are V_init
     V = system.positions(X)
     colors = None if not use_color else np.asarray(template_colors, float)
@@ -168,11 +181,7 @@ def nicp(V_init, F, target: Target, iod_mm, settings: NicpSettings = None, landm
         t_step = time.perf_counter()
         alpha, beta = s.stiffness[k], s.landmark_weight[min(k, len(s.landmark_weight) - 1)]
         tau_v = s.tau_v_iod[min(k, len(s.tau_v_iod) - 1)] * iod_mm
-        t0 = time.perf_counter()
-        factor, _ = system.analysis.factor((system.token, k), lambda: system.matrix(alpha, beta, lv))
-        factor_s += time.perf_counter() - t0
-        for _ in range(s.iterations):
-            iters += 1
+        def correspondences(V, colors):
             N = _normals(V, F)
             q = V if not use_color else np.column_stack([V, lam * colors])
             _, idx = tree.query(q, workers=-1)
@@ -181,12 +190,27 @@ def nicp(V_init, F, target: Target, iod_mm, settings: NicpSettings = None, landm
             ok = (dv < tau_v) & ~target.boundary[idx] & ((N * target.normals[idx]).sum(1) > cos_max)
             if use_color:
                 ok &= np.linalg.norm(colors - target.colors[idx], axis=1) < s.tau_c
-            U = np.where(ok[:, None], P, V)
-            rhs = system.D.T @ ((U - system.center) / NORMALISE_MM)
+            return P, dv, ok
+
+        P, dv, ok = correspondences(V, colors)
+        # the step's matrix: data weight 1 for the vertices matched now, REJECTED_WEIGHT for the others
+        # (they follow their neighbours' transforms); held fixed for the step's iterations
+        w = np.where(ok, 1.0, REJECTED_WEIGHT)
+        t0 = time.perf_counter()
+        factor, _ = system.analysis.factor((system.token, k), lambda: system.matrix(alpha, beta, lv, w))
+        factor_s += time.perf_counter() - t0
+        for it in range(s.iterations):
+            iters += 1
+            if it:
+                P, dv, ok = correspondences(V, colors)
+            U = np.where(ok[:, None], P, V)  # a vertex rejected now but weighted 1 is held where it is
+            rhs = system.D.T @ (w[:, None] * (U - system.center) / NORMALISE_MM) + IDENTITY_PRIOR * X_id
             if lv is not None and beta > 0:
                 rhs = rhs + beta * beta * (system.D[lv].T @ lt)
             X = factor(np.asfortranarray(rhs))
-            V = system.positions(X)
+            V_prev, V = V, system.positions(X)
+            if np.linalg.norm(V - V_prev, axis=1).mean() < s.step_tol_mm:
+                break
         inliers.append(float(ok.mean()))
         residuals.append(float(np.median(dv[ok])) if ok.any() else float("nan"))
         if use_color and color_update is not None and k < n_steps - 1:

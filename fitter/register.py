@@ -152,6 +152,18 @@ def depth_at(depth, pts, K, window=2):
     return out
 
 
+def crop_target(target: Target, template, margin_mm):
+    """The target points within the template's bounding sphere plus a margin (the face's neighbourhood:
+    the rest of a capture cannot be a correspondence and only slows the k-d tree)."""
+    c = template.mean(axis=0)
+    r = float(np.linalg.norm(template - c, axis=1).max()) + margin_mm
+    keep = np.linalg.norm(target.points - c, axis=1) <= r
+    if keep.sum() < 100:
+        raise NoFaceError("the depth map has almost no points where the face is")
+    return Target(target.points[keep], target.normals[keep], None if target.colors is None else target.colors[keep],
+                  target.boundary[keep])
+
+
 # --- texture model for T-ICP ---------------------------------------------------------------------
 def part_labels(model):
     """(N,) part index per vertex from the model's painted albedo: 0 skin, 1 brows, 2 lips, 3 other."""
@@ -164,9 +176,10 @@ def part_labels(model):
     return lab
 
 
-def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=2):
+def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=1, sample=600, seed=0):
     """Template colour (N, 3) in [0, 1] for T-ICP: per-part albedo (the texture parameters) under Phong
-    lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5)."""
+    lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5) on a fixed random
+    sample of `sample` of them (the 10 light parameters need no more)."""
     from .texture import fit_phong, phong_shade, sample_image
 
     img = np.asarray(image, np.float32) / 255.0
@@ -182,7 +195,7 @@ def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iteration
     part_albedo = np.tile(np.median(colors_obs, axis=0) / 0.8, (n_parts, 1))
     light = None
     for _ in range(iterations):
-        sub = obs if len(obs) <= 1500 else obs[np.random.default_rng(0).choice(len(obs), 1500, replace=False)]
+        sub = obs if len(obs) <= sample else np.sort(np.random.default_rng(seed).choice(obs, sample, replace=False))
         pos = np.searchsorted(obs, sub)
         light, _ = fit_phong(part_albedo[labels[sub]], normals_cam[sub], view[sub], colors_obs[pos])
         shade = phong_shade(np.ones((len(obs), 3)), normals_cam[obs], view[obs], light)
@@ -204,6 +217,8 @@ class Registration:
     t: np.ndarray                 # (3,) mm
     coarse_vertices: np.ndarray   # (N, 3) the coarse fit lifted onto the depth, before T-ICP
     report: dict = field(default_factory=dict)
+    landmarks: tuple = None       # (face-area vertex ids (L,), targets (L, 3)): the NICP landmark term
+    target: Target = None         # what was registered to (camera frame)
 
 
 def split_similarity(model, V_regist, region="face"):
@@ -234,7 +249,7 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     from .embedding import load_embedding
     from .medium import laplacian_deformer
     from .mesh import vertex_normals
-    from .render import get_renderer, vertex_visibility
+    from .render import depth_visible
 
     t_all = time.perf_counter()
     times = {}
@@ -281,6 +296,7 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     t0 = time.perf_counter()
     if target is None:
         target, _ = depth_target(depth, K, color)
+    target = crop_target(target, V0[laplacian_deformer(model, emb).domain], margin_mm=0.3 * iod_mm)
     times["target_s"] = time.perf_counter() - t0
     # template: the face area; landmark term: inner landmark vertices -> depth points
     deformer = laplacian_deformer(model, emb)
@@ -291,15 +307,16 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     lv, first = np.unique(lv, return_index=True)
     lt = lt[first]
     labels = part_labels(model)[dom] if use_color else None
-    F_render = model.faces_in("render") if "render" in model.regions else model.faces
     cam_id = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
 
     def template_colors(V_face):
+        # visible: in front of the camera and at the captured depth (not behind an occluder or in a hole)
         Vfull = V0.copy()
         Vfull[dom] = V_face
-        res = get_renderer().render(Vfull, F_render, cam_id)
-        vis = vertex_visibility(Vfull, F_render, cam_id, res)[dom]
         normals = vertex_normals(Vfull, model.faces)[dom]
+        z = V_face[:, 2]
+        vis = depth_visible(cam_id.project(V_face), z, depth, np.maximum(5.0, 0.01 * z), window=1)
+        vis &= (normals * V_face).sum(1) < 0
         return fit_template_colors(labels, V_face, normals, color, vis, K)
 
     system_key = ("nicp_system", model.name)
@@ -324,4 +341,97 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
               "interocular_px": round(iod_px, 3), "target_points": int(len(target.points)),
               "template_vertices": int(len(dom)),
               "times_s": {k: round(v, 4) for k, v in times.items()}}
-    return Registration(V, S_morph, f, R, t, V0, report)
+    return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target)
+
+
+def surface_samples(V, F, n_points, rng, colors=None):
+    """A Target of `n_points` points spread uniformly (by area) over the mesh (V, F), plus its vertices:
+    face normals, interpolated colours, and boundary flags for points on triangles with an open edge."""
+    from .mesh import boundary_vertices, face_normals, interpolate
+
+    V = np.asarray(V, float)
+    F = np.asarray(F)
+    area = 0.5 * np.linalg.norm(np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]]), axis=1)
+    tri = rng.choice(len(F), n_points, p=area / area.sum())
+    bary = rng.dirichlet([1.0, 1.0, 1.0], n_points)
+    P = interpolate(V, F, tri, bary)
+    Nf = face_normals(V, F)[tri]
+    on_edge = boundary_vertices(F, len(V))[F].any(axis=1)[tri]
+    C = None if colors is None else interpolate(np.asarray(colors, float), F, tri, bary)
+    return Target(P, Nf, C, on_edge)
+
+
+def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, image_size=640, focal_px=1000.0,
+                  distance_mm=650.0, seed=0, use_color=None):
+    """Register `model` to a 3D scan (fitter.scan.Scan, mm): the scan is oriented (its face frame found
+    by rendering it and detecting landmarks), seen by a virtual frontal camera as an RGB-D pair for the
+    landmarks and the coarse fit, and the template is registered to `n_points` samples of its surface.
+    Returns (Registration in the scan's frame, the virtual camera). use_color: default, when the scan has
+    colours."""
+    from .camera import MODEL_TO_OPENCV, intrinsics
+    from .render import get_renderer
+    from .scan import find_face_frame
+
+    frame = find_face_frame(scan)
+    R = MODEL_TO_OPENCV @ frame.R
+    t = np.array([0.0, 0.0, distance_mm]) - R @ frame.nose_tip
+    cam = Camera(intrinsics(focal_px, image_size, image_size), R, t, image_size, image_size)
+    has_color = scan.colors is not None
+    colors = scan.colors if has_color else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+    res = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
+                                background=(0.3, 0.3, 0.32))
+    color, depth = res.color_uint8(), res.depth.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    target = surface_samples(cam.to_camera(scan.V), scan.F, n_points, rng, scan.colors if has_color else None)
+    use_color = has_color if use_color is None else (use_color and has_color)
+    reg = register_rgbd(model, color, depth, cam.K, settings, use_color=use_color, target=target)
+    # back to the scan's frame: x_scan = Rᵀ (x_cam − t)
+    to_scan = lambda X: (X - t) @ R  # noqa: E731
+    reg.vertices = to_scan(reg.vertices)
+    reg.coarse_vertices = to_scan(reg.coarse_vertices)
+    reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(model, reg.vertices)
+    reg.report["frame"] = "scan"
+    return reg, cam
+
+
+def scan_distances(reg_vertices, model, scan_V, scan_F, nose_tip, crop_mm=95.0, region="face"):
+    """Distance (mm) from each scan vertex within `crop_mm` of the nose tip to the registered surface
+    (the model's `region`): the scan-to-registration surface distance."""
+    from .closest import MeshQuery
+    from .evaluate import crop
+    from .mesh import submesh
+
+    Vs, _ = crop(scan_V, scan_F, nose_tip, crop_mm)
+    Fr, old = submesh(model.faces, model.region_mask(region))
+    return MeshQuery(np.asarray(reg_vertices)[old], Fr).closest(Vs).distances
+
+
+def write_registration(reg: Registration, model, outdir, overlay=None):
+    """registered.obj (model topology, mm, camera or scan frame), s_morph.npz, report.json and, when
+    given, overlay.png — each written atomically."""
+    from .io import save_npz_atomic, write_image_atomic, write_json_atomic
+    from .mesh import write_obj
+
+    d = Path(outdir)
+    write_obj(d / "registered.obj", reg.vertices, model.faces)
+    save_npz_atomic(d / "s_morph.npz", s_morph=reg.s_morph.astype(np.float32), f=np.float64(reg.scale),
+                    R=reg.R, t=reg.t, model=np.array(model.name),
+                    model_sha256=np.array(str(model.metadata.get("model_sha256"))))
+    write_json_atomic(d / "report.json", reg.report)
+    if overlay is not None:
+        write_image_atomic(d / "overlay.png", overlay)
+    return d
+
+
+def registration_overlay(model, reg: Registration, color, K):
+    """The colour image with the registered mesh (camera frame) shaded over it."""
+    from .render import get_renderer
+
+    H, W = color.shape[:2]
+    cam = Camera(np.asarray(K, float), np.eye(3), np.zeros(3), W, H)
+    F = model.faces_in("render") if "render" in model.regions else model.faces
+    r = get_renderer().render(reg.vertices, F, cam, light_dir=(0.0, 0.0, -1.0), ambient=0.45, diffuse=0.6)
+    out = color.astype(np.float32) / 255.0
+    m = r.mask
+    out[m] = 0.45 * out[m] + 0.55 * r.color[m]
+    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -121,3 +121,29 @@ def test_similarity_transform_recovers_a_known_one():
     Y = 1.7 * X @ R.T + [1, 2, 3]
     s, R2, t = similarity_transform(X, Y)
     assert abs(s - 1.7) < 1e-9 and np.allclose(R2, R) and np.allclose(t, [1, 2, 3])
+
+
+def test_the_fit_leaves_the_blas_thread_count_alone(ict_model, emb):
+    """The coarse fit runs single-threaded BLAS inside its own block only (a leaked limit once made
+    every later CHOLMOD factorisation in the process single-threaded). Checked in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from threadpoolctl import threadpool_info, threadpool_limits\n"
+        "from fitter.store import load_model\nfrom fitter.embedding import load_embedding\n"
+        "from fitter.coarse import fit_landmarks, landmark_basis\nfrom fitter.camera import look_at_face\n"
+        "m = load_model('ict'); e = load_embedding(m)\n"
+        "cam = look_at_face(m.mean[m.region('face')].mean(0), 0, 0, 600, 1000, 640, 640)\n"
+        "with threadpool_limits(limits=2, user_api='blas'):\n"
+        "    before = {i['filepath']: i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "    landmark_basis(m, e)\n"  # the pipeline builds it before the first fit
+        "    fit_landmarks(m, e, [cam.project(e.points(m.mean, m.faces))], [(640, 640)], focal=1000.0)\n"
+        "    after = {i['filepath']: i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "print(sorted(before.values()), sorted(after[k] for k in before))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    before, after = out.stdout.strip().splitlines()[-1].split("] [")
+    assert before.strip("[") == after.strip("]") and "2" in before

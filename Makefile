@@ -54,6 +54,7 @@ bench: setup
 	$(FACEFIT) bench foundation
 	$(FACEFIT) bench coarse --scans ../shared/data
 	$(FACEFIT) bench medium --scans ../shared/data
+	$(FACEFIT) bench register --scans ../shared/data
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -211,17 +211,17 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
 @click.option("--scan", "scan_path", type=click.Path(), default=None,
               help="Register to a 3D scan (.obj/.ply/.vtk/.glb) instead of an RGB-D pair.")
 @click.option("--scan-units", type=click.Choice(["mm", "cm", "m"]), default=None, help="Default: inferred.")
+@click.option("--scan-texture", type=click.Path(), default=None,
+              help="Texture image of the scan (for a scan whose file has UVs but no colours, e.g. .vtk).")
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--model", "model_name", default="ict", show_default=True)
 @click.option("--no-texture", is_flag=True, help="Geometry-only NICP (no colour constraint).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line.")
-def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path, scan_units, outdir, model_name,
-                 no_texture, as_json):
+def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path, scan_units, scan_texture, outdir,
+                 model_name, no_texture, as_json):
     """Register the face model to an RGB-D capture (COLOR + DEPTH + --intrinsics) or to a scan (--scan):
     landmarks, coarse fit lifted onto the depth, texture-constrained non-rigid ICP, and the split into a
     similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png and report.json in OUTDIR."""
-    import numpy as np
-
     from fitter import store
     from fitter.errors import InputError
     from fitter.io import read_image
@@ -232,13 +232,15 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
     if scan_path:
         if color_path or depth_path:
             raise InputError("give either COLOR DEPTH --intrinsics K.json or --scan MESH, not both")
-        from fitter.scan import read_scan
+        from fitter.scan import read_scan, render_colors, texture_colors
 
         scan = read_scan(scan_path, scan_units)
+        if scan_texture:
+            scan.colors = texture_colors(scan, scan_texture)
         reg, cam = register_scan(model, scan, use_color=None if not no_texture else False)
         from fitter.render import get_renderer
 
-        colors = scan.colors if scan.colors is not None else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+        colors = render_colors(scan)
         image = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
                                       background=(0.3, 0.3, 0.32)).color_uint8()
         from fitter.register import Registration

@@ -282,6 +282,19 @@ def load_gt_scan(data_dir, folder, mesh, texture, arbitrary_units):
     return scan, frame
 
 
+def ground_truth_scans(data_dir, log=print):
+    """(folder, scan, frame) for each scan of SCANS found under data_dir (the others are reported)."""
+    from pathlib import Path
+
+    data_dir = Path(data_dir)
+    for folder, mesh, texture, arbitrary in SCANS:
+        if not (data_dir / folder / mesh).is_file():
+            log(f"skipping {folder}: not found")
+            continue
+        scan, frame = load_gt_scan(data_dir, folder, mesh, texture, arbitrary)
+        yield folder, scan, frame
+
+
 def _five_points(p68):
     """Right eye, left eye, nose tip, right and left mouth corner from iBUG-68 points."""
     return np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
@@ -302,6 +315,7 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
     from .evaluate import micc_error
     from .medium import deform_to_landmarks
     from .render import get_renderer
+    from .scan import render_colors
 
     data_dir = Path(data_dir)
     model = store.load_model(name)
@@ -311,13 +325,9 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
     peer = EosPeer(model, emb) if with_eos else None
     rng = np.random.default_rng(seed)
     results = {}
-    for folder, mesh, texture, arbitrary in SCANS:
-        if not (data_dir / folder / mesh).is_file():
-            log(f"skipping {folder}: not found")
-            continue
-        scan, frame = load_gt_scan(data_dir, folder, mesh, texture, arbitrary)
+    for folder, scan, frame in ground_truth_scans(data_dir, log):
         gt_pts = _five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
-        colors = scan.colors if scan.colors is not None else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+        colors = render_colors(scan)
         rows = []
         for yaw in FLORENCE_YAWS:
             for pitch in FLORENCE_PITCHES:
@@ -648,7 +658,7 @@ def _trimesh_peer(V0_face, F_face, target_points, landmarks):
     lv, lt = landmarks
     t0 = time.perf_counter()
     V = nricp_amberg(src, trimesh.PointCloud(target_points), source_landmarks=np.asarray(lv),
-                     target_positions=np.asarray(lt))
+                     target_positions=np.asarray(lt), use_faces=False)
     return np.asarray(V), time.perf_counter() - t0
 
 
@@ -663,26 +673,24 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
     from .camera import MODEL_TO_OPENCV, Camera, intrinsics
     from .register import register_rgbd, register_scan, scan_distances
     from .render import get_renderer
+    from .scan import render_colors
 
     data_dir = Path(data_dir)
     model = store.load_model(name)
     rng = np.random.default_rng(seed)
     results = {}
-    for folder, mesh, texture, arbitrary in SCANS:
-        if not (data_dir / folder / mesh).is_file():
-            log(f"skipping {folder}: not found")
-            continue
-        scan, frame = load_gt_scan(data_dir, folder, mesh, texture, arbitrary)
+    for folder, scan, frame in ground_truth_scans(data_dir, log):
         register_scan(model, scan, n_points=n_points, seed=seed)  # warm-up (detector, model preparation)
         t0 = time.perf_counter()
         reg, cam = register_scan(model, scan, n_points=n_points, seed=seed)
         t_scan = time.perf_counter() - t0
-        d = scan_distances(reg.vertices, model, scan.V, scan.F, frame.nose_tip)
-        res = {"scan_points_scored": int(len(d)), "texture_constraint": reg.report["texture_constraint"],
-               "scan_median_mm": round(float(np.median(d)), 3), "scan_p95_mm": round(float(np.percentile(d, 95)), 3),
+        d, cover = scan_distances(reg.vertices, model, scan.V, scan.F, frame.nose_tip)
+        res = {"scan_points_scored": int(len(d)), "covered_fraction": round(cover, 3), "texture_constraint": reg.report["texture_constraint"],
+               "scan_median_mm": round(float(np.median(d)), 3), "scan_p90_mm": round(float(np.percentile(d, 90)), 3),
+               "scan_p95_mm": round(float(np.percentile(d, 95)), 3),
                "scan_seconds": round(t_scan, 3), "nicp_seconds": reg.report["times_s"]["nicp_s"],
                "target_points": reg.report["target_points"]}
-        d0 = scan_distances(reg.coarse_vertices, model, scan.V, scan.F, frame.nose_tip)
+        d0, _ = scan_distances(reg.coarse_vertices, model, scan.V, scan.F, frame.nose_tip)
         res["coarse_median_mm"] = round(float(np.median(d0)), 3)
         if with_trimesh:
             from .embedding import load_embedding
@@ -694,12 +702,13 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
             Vt, t_peer = _trimesh_peer(V0c, Fd, reg.target.points, reg.landmarks)
             Vfull = cam.to_camera(reg.coarse_vertices)
             Vfull[dom] = Vt
-            dp = scan_distances((Vfull - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
+            dp, _ = scan_distances((Vfull - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
             res.update(trimesh_median_mm=round(float(np.median(dp)), 3),
+                       trimesh_p90_mm=round(float(np.percentile(dp, 90)), 3),
                        trimesh_p95_mm=round(float(np.percentile(dp, 95)), 3), trimesh_seconds=round(t_peer, 3),
                        ratio_trimesh_over_ours_time=round(t_peer / reg.report["times_s"]["nicp_s"], 1))
         # depth rendered from the scan (the same virtual camera), with sensor noise: RGB-D path
-        colors = scan.colors if scan.colors is not None else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+        colors = render_colors(scan)
         R = MODEL_TO_OPENCV @ frame.R
         cam = Camera(intrinsics(1000.0, 640, 640), R, np.array([0, 0, 650.0]) - R @ frame.nose_tip, 640, 640)
         cam_id = Camera(cam.K, np.eye(3), np.zeros(3), 640, 640)
@@ -711,8 +720,9 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
         t0 = time.perf_counter()
         reg2 = register_rgbd(model, r.color_uint8(), depth, cam.K, use_color=scan.colors is not None)
         t_depth = time.perf_counter() - t0
-        d2 = scan_distances((reg2.vertices - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
-        res.update(depth_median_mm=round(float(np.median(d2)), 3), depth_p95_mm=round(float(np.percentile(d2, 95)), 3),
+        d2, _ = scan_distances((reg2.vertices - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
+        res.update(depth_median_mm=round(float(np.median(d2)), 3), depth_p90_mm=round(float(np.percentile(d2, 90)), 3),
+                   depth_p95_mm=round(float(np.percentile(d2, 95)), 3),
                    depth_seconds=round(t_depth, 3), depth_target_points=reg2.report["target_points"])
         results[folder] = res
         log(f"{folder}: {res}")

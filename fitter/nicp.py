@@ -71,7 +71,8 @@ class NicpSettings:
     # colour scale; with colours in [0, 1] that makes the colour term too weak to move a brow vertex
     # (measured: brows 1.98 mm with 0.013, 1.80 with 0.05, 1.64 with 0.1; geometry only 2.07)
     lambda_tex_iod: float = 0.1
-    tau_c: float = 0.17                            # τ_c on RGB in [0, 1] (S1 §5.2)
+    tau_c: float = 0.17                            # τ_c on RGB in [0, 1] (S1 §5.2), at least
+    tau_c_spread: float = 3.0                      # ... or this × the median colour residual of the matches
     max_normal_deg: float = 60.0
     use_color: bool = True
 
@@ -115,8 +116,13 @@ class NicpSystem:
         cols = np.arange(4 * n)
         self.D = sp.csr_matrix((Vh.ravel(), (rows, cols)), shape=(n, 4 * n))
         self.DtD = (self.D.T @ self.D).tocsc()  # block diagonal, 4 × 4 blocks
+        # fill-reducing order computed on the vertex graph and expanded to each vertex's 4 unknowns: it
+        # keeps the 4 × 4 blocks together (factorisation 0.24 s against 0.29 s for METIS on the 4n graph)
+        self.perm = _block_ordering(M.T @ M, 4)
         if analysis is None or analysis.shape != self.stiff.shape:
-            analysis = FactorCache(self.stiff + self.DtD, max_factors=1, mode="supernodal", ordering="metis")
+            P = self.perm
+            analysis = FactorCache((self.stiff + self.DtD)[P][:, P], max_factors=1, mode="supernodal",
+                                   ordering="natural")
         self.analysis = analysis
         self.token = next(_system_ids)  # names this system's factors in the shared cache
 
@@ -130,7 +136,13 @@ class NicpSystem:
         if landmark_vertices is not None and len(landmark_vertices) and beta > 0:
             Dl = self.D[landmark_vertices]
             A = A + beta * beta * (Dl.T @ Dl)
-        return A.tocsc()
+        return A.tocsr()[self.perm][:, self.perm].tocsc()  # in the block ordering
+
+    def solve(self, factor, rhs):
+        """X (4n, 3) from a factor of `matrix(...)` and the right-hand side in the natural order."""
+        X = np.empty_like(rhs)
+        X[self.perm] = factor(np.asfortranarray(rhs[self.perm]))
+        return X
 
     def positions(self, X):
         """(n, 3) mm from the stacked affine transforms X (4n, 3)."""
@@ -140,6 +152,15 @@ class NicpSystem:
         X = np.zeros((4 * self.n, 3))
         X[0::4, 0] = X[1::4, 1] = X[2::4, 2] = 1.0
         return X
+
+
+def _block_ordering(graph, block):
+    """AMD ordering of a vertex graph, expanded to `block` consecutive unknowns per vertex."""
+    from sksparse import cholmod
+
+    n = graph.shape[0]
+    p = cholmod.analyze(sp.csc_matrix(graph + sp.identity(n)), ordering_method="amd").P()
+    return (block * p[:, None] + np.arange(block)).ravel()
 
 
 def _normals(V, F):
@@ -184,12 +205,21 @@ def nicp(V_init, F, target: Target, iod_mm, settings: NicpSettings = None, landm
         def correspondences(V, colors):
             N = _normals(V, F)
             q = V if not use_color else np.column_stack([V, lam * colors])
-            _, idx = tree.query(q, workers=-1)
+            # no match can be accepted beyond this joint distance: bounding the search makes the
+            # template's parts far from the capture (ears, neck of a cut scan) cost nothing
+            bound = tau_v if not use_color else np.hypot(tau_v, lam * s.tau_c)
+            _, idx = tree.query(q, distance_upper_bound=bound, workers=-1)
+            found = idx < len(target.points)
+            idx = np.where(found, idx, 0)
             P = target.points[idx]
             dv = np.linalg.norm(P - V, axis=1)
-            ok = (dv < tau_v) & ~target.boundary[idx] & ((N * target.normals[idx]).sum(1) > cos_max)
+            ok = found & (dv < tau_v) & ~target.boundary[idx] & ((N * target.normals[idx]).sum(1) > cos_max)
             if use_color:
-                ok &= np.linalg.norm(colors - target.colors[idx], axis=1) < s.tau_c
+                # τ_c, or what the texture model cannot explain at the geometric matches if that is more
+                # (a crude texture model must not reject a real capture's skin wholesale)
+                dc = np.linalg.norm(colors - target.colors[idx], axis=1)
+                tau_c = max(s.tau_c, s.tau_c_spread * float(np.median(dc[ok]))) if ok.any() else s.tau_c
+                ok &= dc < tau_c
             return P, dv, ok
 
         P, dv, ok = correspondences(V, colors)
@@ -207,7 +237,7 @@ def nicp(V_init, F, target: Target, iod_mm, settings: NicpSettings = None, landm
             rhs = system.D.T @ (w[:, None] * (U - system.center) / NORMALISE_MM) + IDENTITY_PRIOR * X_id
             if lv is not None and beta > 0:
                 rhs = rhs + beta * beta * (system.D[lv].T @ lt)
-            X = factor(np.asfortranarray(rhs))
+            X = system.solve(factor, rhs)
             V_prev, V = V, system.positions(X)
             if np.linalg.norm(V - V_prev, axis=1).mean() < s.step_tol_mm:
                 break

@@ -362,27 +362,51 @@ def surface_samples(V, F, n_points, rng, colors=None):
 
 
 def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, image_size=640, focal_px=1000.0,
-                  distance_mm=650.0, seed=0, use_color=None):
+                  distance_iod=7.2, seed=0, use_color=None):
     """Register `model` to a 3D scan (fitter.scan.Scan, mm): the scan is oriented (its face frame found
-    by rendering it and detecting landmarks), seen by a virtual frontal camera as an RGB-D pair for the
-    landmarks and the coarse fit, and the template is registered to `n_points` samples of its surface.
+    by rendering it and detecting landmarks), seen by a virtual frontal camera (at `distance_iod` times
+    its outer interocular distance: ~650 mm for an adult in mm, and the same view in any units) as an
+    RGB-D pair for the landmarks and the coarse fit, and the template is registered to `n_points`
+    samples of its surface.
     Returns (Registration in the scan's frame, the virtual camera). use_color: default, when the scan has
     colours."""
     from .camera import MODEL_TO_OPENCV, intrinsics
     from .render import get_renderer
-    from .scan import find_face_frame
+    from .scan import find_face_frame, render_colors
 
     frame = find_face_frame(scan)
+    p68 = lmk.to_68(np.nan_to_num(frame.landmarks))
+    iod = float(np.linalg.norm(p68[36] - p68[45]))
+    if not iod > 0:
+        raise NoFaceError("the eye corners found on the scan coincide: cannot size the view")
     R = MODEL_TO_OPENCV @ frame.R
-    t = np.array([0.0, 0.0, distance_mm]) - R @ frame.nose_tip
+    t = np.array([0.0, 0.0, distance_iod * iod]) - R @ frame.nose_tip
     cam = Camera(intrinsics(focal_px, image_size, image_size), R, t, image_size, image_size)
     has_color = scan.colors is not None
-    colors = scan.colors if has_color else np.tile([0.80, 0.62, 0.52], (len(scan.V), 1))
+    colors = render_colors(scan)
     res = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
                                 background=(0.3, 0.3, 0.32))
     color, depth = res.color_uint8(), res.depth.astype(np.float32)
     rng = np.random.default_rng(seed)
     target = surface_samples(cam.to_camera(scan.V), scan.F, n_points, rng, scan.colors if has_color else None)
+    # which samples the virtual camera sees (for the normals' orientation and the colours)
+    from .render import depth_visible
+
+    cam_id = Camera(cam.K, np.eye(3), np.zeros(3), image_size, image_size)
+    uv = cam_id.project(target.points)
+    z = target.points[:, 2]
+    seen = depth_visible(uv, z, depth, np.maximum(1.0, 0.005 * z), window=1)
+    seen &= (uv >= 0).all(1) & (uv[:, 0] <= image_size - 1) & (uv[:, 1] <= image_size - 1)
+    # scans come with either winding: the surface the camera sees must face it
+    if seen.any() and np.median((target.normals[seen] * -target.points[seen]).sum(1)) < 0:
+        target.normals = -target.normals
+    if has_color:  # the template's colour is fitted to the image: give the target the colour the camera sees
+        from .texture import sample_image
+
+        shot = sample_image(color.astype(np.float32) / 255.0, uv[seen])[:, :3]
+        gain = np.median(shot / np.maximum(target.colors[seen], 1e-3), axis=0)  # unseen: texture × mean light
+        target.colors = np.clip(target.colors * gain, 0.0, 1.0)
+        target.colors[seen] = shot
     use_color = has_color if use_color is None else (use_color and has_color)
     reg = register_rgbd(model, color, depth, cam.K, settings, use_color=use_color, target=target)
     # back to the scan's frame: x_scan = Rᵀ (x_cam − t)
@@ -395,15 +419,25 @@ def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, 
 
 
 def scan_distances(reg_vertices, model, scan_V, scan_F, nose_tip, crop_mm=95.0, region="face"):
-    """Distance (mm) from each scan vertex within `crop_mm` of the nose tip to the registered surface
-    (the model's `region`): the scan-to-registration surface distance."""
+    """Scan-to-registration surface distance (mm): from each scan vertex within `crop_mm` of the nose
+    tip to the registered surface of the model's `region`, for the scan points the registration covers:
+    those whose closest point is not on a triangle at the region's open rim and lies along the surface
+    normal there (within ~45°; a point beyond the rim — ears, temples, hair, neck of a full-head scan —
+    meets the surface obliquely). Returns (distances, covered fraction)."""
     from .closest import MeshQuery
     from .evaluate import crop
-    from .mesh import submesh
+    from .mesh import boundary_vertices, submesh
 
     Vs, _ = crop(scan_V, scan_F, nose_tip, crop_mm)
     Fr, old = submesh(model.faces, model.region_mask(region))
-    return MeshQuery(np.asarray(reg_vertices)[old], Fr).closest(Vs).distances
+    from .mesh import face_normals
+
+    Vr = np.asarray(reg_vertices)[old]
+    cp = MeshQuery(Vr, Fr).closest(Vs)
+    rim = boundary_vertices(Fr, len(old))[Fr].any(axis=1)
+    along = np.abs((face_normals(Vr, Fr)[cp.triangles] * (Vs - cp.points)).sum(1))
+    covered = ~rim[cp.triangles] & ((along >= 0.7 * cp.distances) | (cp.distances < 1.0))
+    return cp.distances[covered], float(covered.mean())
 
 
 def write_registration(reg: Registration, model, outdir, overlay=None):

@@ -19,6 +19,14 @@ class Scan:
     unit_scale: float = 1.0
 
 
+UNTEXTURED_SKIN = (0.80, 0.62, 0.52)  # the colour an untextured scan is rendered with
+
+
+def render_colors(scan: "Scan"):
+    """(N, 3) per-vertex colours to render a scan with: its own, or a uniform skin tone."""
+    return scan.colors if scan.colors is not None else np.tile(UNTEXTURED_SKIN, (len(scan.V), 1))
+
+
 def _read_vtk(path):
     """ASCII legacy VTK POLYDATA: POINTS, POLYGONS (split into triangles), optional TEXTURE_COORDINATES."""
     toks = Path(path).read_text(errors="replace").split()
@@ -99,6 +107,8 @@ def texture_colors(scan: Scan, texture_path):
     from .io import read_image
     from .texture import sample_image
 
+    if scan.uv is None:
+        raise InputError("the scan has no texture coordinates: a texture image cannot be mapped onto it")
     img = read_image(texture_path)
     H, W = img.shape[:2]
     uv = scan.uv

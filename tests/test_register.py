@@ -85,6 +85,11 @@ def test_depth_and_intrinsics_readers(tmp_path):
     cv2.imwrite(str(tmp_path / "d.png"), D.astype(np.uint16))
     np.save(tmp_path / "d_m.npy", D / 1000.0)
     assert np.array_equal(read_depth(tmp_path / "d.png"), D)
+    import os
+
+    os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
+    assert cv2.imwrite(str(tmp_path / "d.exr"), D)
+    assert np.array_equal(read_depth(tmp_path / "d.exr"), D)
     np.testing.assert_allclose(read_depth(tmp_path / "d_m.npy", 1000.0), D, rtol=1e-6)
     (tmp_path / "k1.json").write_text(json.dumps({"fx": 500, "fy": 510, "cx": 19.5, "cy": 14.5}))
     (tmp_path / "k2.json").write_text(json.dumps({"K": [[500, 0, 19.5], [0, 510, 14.5], [0, 0, 1]]}))

@@ -26,6 +26,8 @@ from .nicp import NicpSettings, NicpSystem, Target, nicp
 DEPTH_EDGE_MM = 10.0       # a jump larger than this (or 3 % of the depth) between neighbours is an edge
 DEPTH_EDGE_FRACTION = 0.03
 MIN_DEPTH_MM, MAX_DEPTH_MM = 100.0, 5000.0
+LIFT_RESIDUAL_MAX_MM = 8.0  # median distance of the lifted landmarks to the depth (measured: faces 1.4-2.3 mm)
+MIN_NOSE_RELIEF_MM = 8.0    # the nose tip in front of the mean of the eye corners (adults: 20-35 mm)
 
 
 # --- inputs -----------------------------------------------------------------------------------------
@@ -283,8 +285,17 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
         r = np.linalg.norm(s_ * L_model @ R_.T + t_ - L_depth, axis=1)
         r[~ok] = np.inf
         keep = ok & (r <= max(np.quantile(r[ok], 0.7) * 2.0, 3.0))
-    if keep.sum() < 10:
-        raise NoFaceError("the depth under the detected landmarks does not look like a face")
+    lift_residual = float(np.median(r[keep])) if keep.any() else np.inf
+    times["lift_residual_mm"] = lift_residual
+    # a face's landmarks fit the depth under them to a few mm and its nose stands out in front of the eye
+    # corners; a flat, unrelated or misregistered depth map does neither
+    nose_eyes = depth_at(depth, face.points[[4, 33, 133, 362, 263]], K)[:, 2]
+    relief = float(np.nanmean(nose_eyes[1:]) - nose_eyes[0]) if np.isfinite(nose_eyes).sum() >= 3 else 0.0
+    times["nose_relief_mm"] = relief
+    if keep.sum() < 10 or lift_residual > LIFT_RESIDUAL_MAX_MM or relief < MIN_NOSE_RELIEF_MM or not 0.5 < s_ < 2.0:
+        raise NoFaceError(f"the depth under the detected face does not match a face (landmark residual "
+                          f"{lift_residual:.1f} mm, nose {relief:.0f} mm in front of the eyes, scale {s_:.2f}): "
+                          f"is the depth registered to the colour image?")
     V0 = s_ * V0 @ R_.T + t_
     times["lift_scale"] = s_
     times["lift_s"] = time.perf_counter() - t0

@@ -147,6 +147,10 @@ def test_register_cli_error_paths(ict_model, capture, tmp_path):
     np.save(metres, c["depth"] / 1000.0)
     r = run(d / "color.png", metres, "--intrinsics", d / "K.json")
     assert r.exit_code == 2 and "--depth-scale 1000" in r.output
+    wall = tmp_path / "wall.png"  # a depth map with no face in it (a flat wall at 700 mm)
+    cv2.imwrite(str(wall), np.full((480, 640), 700, np.uint16))
+    r = run(d / "color.png", wall, "--intrinsics", d / "K.json")
+    assert r.exit_code == 3 and "does not match a face" in r.output
     noface = tmp_path / "noface.png"
     cv2.imwrite(str(noface), np.full((480, 640, 3), 90, np.uint8))
     r = run(noface, d / "depth.png", "--intrinsics", d / "K.json")

@@ -178,10 +178,11 @@ def part_labels(model):
     return lab
 
 
-def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=1, sample=600, seed=0):
+def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=1, sample=600, seed=0, light=None):
     """Template colour (N, 3) in [0, 1] for T-ICP: per-part albedo (the texture parameters) under Phong
     lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5) on a fixed random
-    sample of `sample` of them (the 10 light parameters need no more)."""
+    sample of `sample` of them (the 10 light parameters need no more). light: a PhongLight to start
+    from (the previous fit). Returns (colours, light)."""
     from .texture import fit_phong, phong_shade, sample_image
 
     img = np.asarray(image, np.float32) / 255.0
@@ -199,14 +200,14 @@ def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iteration
     for _ in range(iterations):
         sub = obs if len(obs) <= sample else np.sort(np.random.default_rng(seed).choice(obs, sample, replace=False))
         pos = np.searchsorted(obs, sub)
-        light, _ = fit_phong(part_albedo[labels[sub]], normals_cam[sub], view[sub], colors_obs[pos])
+        light, _ = fit_phong(part_albedo[labels[sub]], normals_cam[sub], view[sub], colors_obs[pos], start=light)
         shade = phong_shade(np.ones((len(obs), 3)), normals_cam[obs], view[obs], light)
         for k in range(n_parts):
             m = labels[obs] == k
             if m.sum() >= 5:
                 part_albedo[k] = np.median(colors_obs[m] / np.maximum(shade[m], 0.05), axis=0)
         part_albedo = np.clip(part_albedo, 0.0, 1.0)
-    return np.clip(phong_shade(part_albedo[labels], normals_cam, view, light), 0.0, 1.0)
+    return np.clip(phong_shade(part_albedo[labels], normals_cam, view, light), 0.0, 1.0), light
 
 
 # --- the registration -------------------------------------------------------------------------------
@@ -322,6 +323,8 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     labels = part_labels(model)[dom] if use_color else None
     cam_id = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
 
+    light_state = [None]  # the Phong light of the previous fit: the next refit starts from it
+
     def template_colors(V_face):
         # visible: in front of the camera and at the captured depth (not behind an occluder or in a hole)
         Vfull = V0.copy()
@@ -330,7 +333,8 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
         z = V_face[:, 2]
         vis = depth_visible(cam_id.project(V_face), z, depth, np.maximum(5.0, 0.01 * z), window=1)
         vis &= (normals * V_face).sum(1) < 0
-        return fit_template_colors(labels, V_face, normals, color, vis, K)
+        colors, light_state[0] = fit_template_colors(labels, V_face, normals, color, vis, K, light=light_state[0])
+        return colors
 
     system_key = ("nicp_system", model.name)
     settings = settings or NicpSettings()

@@ -66,8 +66,9 @@ def phong_shade(albedo, normals, view_dirs, light: PhongLight):
     return diffuse + spec[:, None]
 
 
-def fit_phong(albedo, normals, view_dirs, colors, weights=None):
-    """Phong light (S1 Eq. 4-5) by Levenberg-Marquardt on the colour residual, given the albedo."""
+def fit_phong(albedo, normals, view_dirs, colors, weights=None, start: PhongLight = None):
+    """Phong light (S1 Eq. 4-5) by Levenberg-Marquardt on the colour residual, given the albedo.
+    start: a light to start from (e.g. the previous fit of the same image)."""
     from scipy.optimize import least_squares
 
     w = np.sqrt(np.ones(len(colors)) if weights is None else np.asarray(weights, float))[:, None]
@@ -81,6 +82,10 @@ def fit_phong(albedo, normals, view_dirs, colors, weights=None):
         return ((phong_shade(albedo, normals, view_dirs, unpack(p)) - colors) * w).ravel()
 
     p0 = np.array([0.3, -1.5, 0.4, 0.4, 0.4, 0.6, 0.6, 0.6, 0.1, np.log(10.0)])
+    if start is not None:  # the inverse of unpack
+        d = np.asarray(start.direction, float)
+        p0 = np.concatenate([[np.arccos(np.clip(-d[2], -1, 1)), np.arctan2(d[1], d[0])], start.ambient, start.diffuse,
+                             [np.sqrt(max(start.specular, 0.0)), np.log(max(start.shininess, 1e-3))]])
     sol = least_squares(res, p0, method="lm", max_nfev=200)
     return unpack(sol.x), float(np.sqrt(np.mean(sol.fun ** 2)))
 

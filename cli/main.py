@@ -318,6 +318,11 @@ def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, 
                    + (f"; symmetric {res['symmetric_mean_mm']:.3f} mm" if symmetric else ""))
 
 
+def _progress(message):
+    """Benchmark progress lines go to stderr; the results (JSON) to stdout."""
+    click.echo(message, err=True)
+
+
 @cli.group(cls=FacefitGroup)
 def bench():
     """Benchmarks (speed and accuracy); results are recorded in BENCHMARKS.md."""
@@ -348,7 +353,7 @@ def bench_coarse(name, identities, scan_dir, no_eos, as_json):
     """Coarse fit on synthetic ground truth (and real scans), with eos side by side."""
     from fitter import bench as B
 
-    log = (lambda m: click.echo(m, err=True))
+    log = _progress
     res = {"synthetic": B.coarse(name, identities, with_eos=not no_eos, log=log)}
     if scan_dir:
         from pathlib import Path
@@ -368,7 +373,7 @@ def bench_medium(name, identities, scan_dir, repeats, as_json):
     """Medium stage: solve speed against spsolve and libigl; coarse vs coarse+medium accuracy."""
     from fitter import bench as B
 
-    log = (lambda m: click.echo(m, err=True))
+    log = _progress
     res = {"speed": B.medium_speed(name, repeats, log=log)}
     if identities:
         res["synthetic_out_of_span"] = B.medium_synthetic(name, identities, log=log)
@@ -390,7 +395,7 @@ def bench_register(name, captures, scan_dir, no_trimesh, as_json):
     """RGB-D registration: geometry-only NICP vs T-ICP on synthetic captures; scans; trimesh peer."""
     from fitter import bench as B
 
-    log = (lambda m: click.echo(m, err=True))
+    log = _progress
     res = {}
     if captures:
         res["synthetic"] = B.register_synthetic(name, captures, log=log)

@@ -216,15 +216,18 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
 @click.option("--model", "model_name", default="ict", show_default=True)
 @click.option("--no-texture", is_flag=True, help="Geometry-only NICP (no colour constraint).")
+@click.option("--schedule", type=click.Choice(["fast", "accurate"]), default="fast", show_default=True,
+              help="Stiffness schedule: fast (α = 6, 1) or accurate (α = 10, 3, 1; ~1.7x the time).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON line.")
 def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path, scan_units, scan_texture, outdir,
-                 model_name, no_texture, as_json):
+                 model_name, no_texture, schedule, as_json):
     """Register the face model to an RGB-D capture (COLOR + DEPTH + --intrinsics) or to a scan (--scan):
     landmarks, coarse fit lifted onto the depth, texture-constrained non-rigid ICP, and the split into a
     similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png and report.json in OUTDIR."""
     from fitter import store
     from fitter.errors import InputError
     from fitter.io import read_image
+    from fitter.nicp import SCHEDULES
     from fitter.register import (read_depth, read_intrinsics, register_rgbd, register_scan, registration_overlay,
                                  write_registration)
 
@@ -237,7 +240,7 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
         scan = read_scan(scan_path, scan_units)
         if scan_texture:
             scan.colors = texture_colors(scan, scan_texture)
-        reg, cam = register_scan(model, scan, use_color=None if not no_texture else False)
+        reg, cam = register_scan(model, scan, SCHEDULES[schedule], use_color=None if not no_texture else False)
         from fitter.render import get_renderer
 
         colors = render_colors(scan)
@@ -253,7 +256,7 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
         color = read_image(color_path)
         depth = read_depth(depth_path, depth_scale)
         K = read_intrinsics(intrinsics_path)
-        reg = register_rgbd(model, color, depth, K, use_color=not no_texture)
+        reg = register_rgbd(model, color, depth, K, SCHEDULES[schedule], use_color=not no_texture)
         overlay = registration_overlay(model, reg, color, K)
     d = write_registration(reg, model, outdir, overlay)
     rep = reg.report
@@ -390,19 +393,21 @@ def bench_medium(name, identities, scan_dir, repeats, as_json):
 @click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
               help="Folder with the scan-* data (e.g. ../shared/data): scan and rendered-depth registration.")
 @click.option("--no-trimesh", is_flag=True, help="Skip the trimesh nricp_amberg peer.")
+@click.option("--schedule", type=click.Choice(["fast", "accurate"]), default="fast", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def bench_register(name, captures, scan_dir, no_trimesh, as_json):
+def bench_register(name, captures, scan_dir, no_trimesh, schedule, as_json):
     """RGB-D registration: geometry-only NICP vs T-ICP on synthetic captures; scans; trimesh peer."""
     from fitter import bench as B
 
     log = _progress
     res = {}
     if captures:
-        res["synthetic"] = B.register_synthetic(name, captures, log=log)
+        res["synthetic"] = B.register_synthetic(name, captures, schedule=schedule, log=log)
     if scan_dir:
         from pathlib import Path
 
-        res["scans"] = B.register_scans(name, Path(scan_dir), with_trimesh=not no_trimesh, log=log)
+        res["scans"] = B.register_scans(name, Path(scan_dir), with_trimesh=not no_trimesh, schedule=schedule,
+                                        log=log)
     click.echo(json.dumps(res, indent=None if as_json else 2))
 
 

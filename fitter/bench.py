@@ -621,12 +621,14 @@ def _region_errors(model, cap, V):
             "rest_mm": float(np.median(e[rest]))}
 
 
-def register_synthetic(name="ict", n_captures=8, seed=SYNTH_SEED + 2, log=print):
+def register_synthetic(name="ict", n_captures=8, seed=SYNTH_SEED + 2, schedule="fast", log=print):
     """Synthetic RGB-D captures (`synthetic_rgbd`: noise, holes, flying pixels, hair band, hand):
     geometry-only NICP vs T-ICP, median correspondence error per region, and time."""
     from . import store
+    from .nicp import SCHEDULES
     from .register import register_rgbd
 
+    settings = SCHEDULES[schedule]
     model = store.load_model(name)
     rng = np.random.default_rng(seed)
     caps = [synthetic_rgbd(model, rng, yaw=float(rng.uniform(-25, 25))) for _ in range(n_captures)]
@@ -636,7 +638,7 @@ def register_synthetic(name="ict", n_captures=8, seed=SYNTH_SEED + 2, log=print)
         row = {}
         for tag, use_color in (("nicp_geometry", False), ("ticp", True)):
             t0 = time.perf_counter()
-            reg = register_rgbd(model, cap["color"], cap["depth"], cap["K"], use_color=use_color)
+            reg = register_rgbd(model, cap["color"], cap["depth"], cap["K"], settings, use_color=use_color)
             row[tag] = dict(_region_errors(model, cap, reg.vertices), seconds=time.perf_counter() - t0,
                             target_points=reg.report["target_points"], iterations=reg.report["iterations"])
         row["coarse"] = _region_errors(model, cap, reg.coarse_vertices)  # the start of both
@@ -662,7 +664,8 @@ def _trimesh_peer(V0_face, F_face, target_points, landmarks):
     return np.asarray(V), time.perf_counter() - t0
 
 
-def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_000, seed=0, log=print):
+def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_000, seed=0, schedule="fast",
+                   log=print):
     """Register the template to each scan (`register_scan`, `n_points` surface samples; textured scans
     with the colour term) and to a noisy depth map rendered from it; report the scan-to-registration
     surface distance (scan vertices within 95 mm of the nose tip to the registered face area) and the
@@ -671,18 +674,20 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
 
     from . import store
     from .camera import MODEL_TO_OPENCV, Camera, intrinsics
+    from .nicp import SCHEDULES
     from .register import register_rgbd, register_scan, scan_distances
     from .render import get_renderer
     from .scan import render_colors
 
+    settings = SCHEDULES[schedule]
     data_dir = Path(data_dir)
     model = store.load_model(name)
     rng = np.random.default_rng(seed)
     results = {}
     for folder, scan, frame in ground_truth_scans(data_dir, log):
-        register_scan(model, scan, n_points=n_points, seed=seed)  # warm-up (detector, model preparation)
+        register_scan(model, scan, settings, n_points=n_points, seed=seed)  # warm-up (detector, model)
         t0 = time.perf_counter()
-        reg, cam = register_scan(model, scan, n_points=n_points, seed=seed)
+        reg, cam = register_scan(model, scan, settings, n_points=n_points, seed=seed)
         t_scan = time.perf_counter() - t0
         d, cover = scan_distances(reg.vertices, model, scan.V, scan.F, frame.nose_tip)
         res = {"scan_points_scored": int(len(d)), "covered_fraction": round(cover, 3), "texture_constraint": reg.report["texture_constraint"],
@@ -718,7 +723,7 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
         depth = r.depth.astype(np.float32)
         depth[depth > 0] += rng.normal(0, 0.5, int((depth > 0).sum())).astype(np.float32)
         t0 = time.perf_counter()
-        reg2 = register_rgbd(model, r.color_uint8(), depth, cam.K, use_color=scan.colors is not None)
+        reg2 = register_rgbd(model, r.color_uint8(), depth, cam.K, settings, use_color=scan.colors is not None)
         t_depth = time.perf_counter() - t0
         d2, _ = scan_distances((reg2.vertices - cam.t) @ cam.R, model, scan.V, scan.F, frame.nose_tip)
         res.update(depth_median_mm=round(float(np.median(d2)), 3), depth_p90_mm=round(float(np.percentile(d2, 90)), 3),

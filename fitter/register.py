@@ -26,6 +26,8 @@ from .nicp import NicpSettings, NicpSystem, Target, nicp
 DEPTH_EDGE_MM = 10.0       # a jump larger than this (or 3 % of the depth) between neighbours is an edge
 DEPTH_EDGE_FRACTION = 0.03
 MIN_DEPTH_MM, MAX_DEPTH_MM = 100.0, 5000.0
+PLAUSIBLE_OUTER_IOD_MM = (60.0, 130.0)  # a scan whose eye corners are not this far apart is not in mm
+ADULT_OUTER_IOD_MM = 90.0
 LIFT_RESIDUAL_MAX_MM = 8.0  # median distance of the lifted landmarks to the depth (measured: faces 1.4-2.3 mm)
 MIN_NOSE_RELIEF_MM = 8.0    # the nose tip in front of the mean of the eye corners (adults: 20-35 mm)
 
@@ -384,7 +386,8 @@ def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, 
     by rendering it and detecting landmarks), seen by a virtual frontal camera (at `distance_iod` times
     its outer interocular distance: ~650 mm for an adult in mm, and the same view in any units) as an
     RGB-D pair for the landmarks and the coarse fit, and the template is registered to `n_points`
-    samples of its surface.
+    samples of its surface. A scan whose outer interocular distance is implausible in mm (arbitrary
+    units) is registered as a copy scaled to 90 mm and the result scaled back.
     Returns (Registration in the scan's frame, the virtual camera). use_color: default, when the scan has
     colours."""
     from .camera import MODEL_TO_OPENCV, intrinsics
@@ -396,6 +399,18 @@ def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, 
     iod = float(np.linalg.norm(p68[36] - p68[45]))
     if not iod > 0:
         raise NoFaceError("the eye corners found on the scan coincide: cannot size the view")
+    if not PLAUSIBLE_OUTER_IOD_MM[0] <= iod <= PLAUSIBLE_OUTER_IOD_MM[1]:
+        # not in mm (arbitrary units): register a copy scaled to an adult's 90 mm, then scale back
+        from dataclasses import replace
+
+        k = ADULT_OUTER_IOD_MM / iod
+        reg, cam = register_scan(model, replace(scan, V=scan.V * k), settings, n_points, image_size, focal_px,
+                                 distance_iod, seed, use_color)
+        reg.vertices, reg.coarse_vertices = reg.vertices / k, reg.coarse_vertices / k
+        reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(model, reg.vertices)
+        reg.report["scan_scaled_by"] = round(k, 6)
+        cam = Camera(cam.K, cam.R, cam.t / k, cam.width, cam.height)  # sees the unscaled scan the same way
+        return reg, cam
     R = MODEL_TO_OPENCV @ frame.R
     t = np.array([0.0, 0.0, distance_iod * iod]) - R @ frame.nose_tip
     cam = Camera(intrinsics(focal_px, image_size, image_size), R, t, image_size, image_size)

@@ -118,3 +118,4 @@ def test_adjacency_is_symmetric_for_the_laplacian():
     V, F = grid_mesh(5, 4.0, 0.0)
     A = adjacency(F, len(V))
     assert (A != A.T).nnz == 0
+

@@ -246,10 +246,7 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
         colors = render_colors(scan)
         image = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
                                       background=(0.3, 0.3, 0.32)).color_uint8()
-        from fitter.register import Registration
-
-        in_cam = Registration(cam.to_camera(reg.vertices), reg.s_morph, reg.scale, reg.R, reg.t, reg.coarse_vertices)
-        overlay = registration_overlay(model, in_cam, image, cam.K)
+        overlay = registration_overlay(model, cam.to_camera(reg.vertices), image, cam.K)
     else:
         if not (color_path and depth_path and intrinsics_path):
             raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
@@ -257,7 +254,7 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
         depth = read_depth(depth_path, depth_scale)
         K = read_intrinsics(intrinsics_path)
         reg = register_rgbd(model, color, depth, K, SCHEDULES[schedule], use_color=not no_texture)
-        overlay = registration_overlay(model, reg, color, K)
+        overlay = registration_overlay(model, reg.vertices, color, K)
     d = write_registration(reg, model, outdir, overlay)
     rep = reg.report
     if as_json:
@@ -326,6 +323,20 @@ def _progress(message):
     click.echo(message, err=True)
 
 
+def _scans_option(what):
+    """--scans: the folder with the scan-* ground truth, and what the benchmark does with it."""
+    return click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
+                        help=f"Folder with the scan-* ground truth (e.g. ../shared/data): {what}.")
+
+
+_model_option = click.option("--model", "name", default="ict", show_default=True)
+_json_option = click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+
+
+def _emit(result, as_json):
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
 @cli.group(cls=FacefitGroup)
 def bench():
     """Benchmarks (speed and accuracy); results are recorded in BENCHMARKS.md."""
@@ -346,69 +357,57 @@ def bench_foundation(name, repeats, install_from, as_json):
 
 
 @bench.command("coarse")
-@click.option("--model", "name", default="ict", show_default=True)
+@_model_option
 @click.option("--identities", default=6, show_default=True, help="Synthetic identities (x 15 poses each).")
-@click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
-              help="The shared data folder (with scan-*/): also score Florence-style renders of the scans.")
+@_scans_option("also score Florence-style renders of the scans")
 @click.option("--no-eos", is_flag=True, help="Leave out the eos peer.")
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def bench_coarse(name, identities, scan_dir, no_eos, as_json):
     """Coarse fit on synthetic ground truth (and real scans), with eos side by side."""
     from fitter import bench as B
 
-    log = _progress
-    res = {"synthetic": B.coarse(name, identities, with_eos=not no_eos, log=log)}
+    res = {"synthetic": B.coarse(name, identities, with_eos=not no_eos, log=_progress)}
     if scan_dir:
-        from pathlib import Path
-
-        res["scans"] = B.scans(name, Path(scan_dir), with_eos=not no_eos, log=log)
-    click.echo(json.dumps(res, indent=None if as_json else 2))
+        res["scans"] = B.scans(name, scan_dir, with_eos=not no_eos, log=_progress)
+    _emit(res, as_json)
 
 
 @bench.command("medium")
-@click.option("--model", "name", default="ict", show_default=True)
+@_model_option
 @click.option("--identities", default=6, show_default=True, help="Out-of-span synthetic identities (5 views each).")
-@click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with the scan-* ground truth (e.g. ../shared/data): coarse vs medium on their renders.")
+@_scans_option("coarse vs medium on their renders")
 @click.option("--repeats", default=30, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def bench_medium(name, identities, scan_dir, repeats, as_json):
     """Medium stage: solve speed against spsolve and libigl; coarse vs coarse+medium accuracy."""
     from fitter import bench as B
 
-    log = _progress
-    res = {"speed": B.medium_speed(name, repeats, log=log)}
+    res = {"speed": B.medium_speed(name, repeats, log=_progress)}
     if identities:
-        res["synthetic_out_of_span"] = B.medium_synthetic(name, identities, log=log)
+        res["synthetic_out_of_span"] = B.medium_synthetic(name, identities, log=_progress)
     if scan_dir:
-        from pathlib import Path
-
-        res["scans"] = B.scans(name, Path(scan_dir), with_eos=False, log=log)
-    click.echo(json.dumps(res, indent=None if as_json else 2))
+        res["scans"] = B.scans(name, scan_dir, with_eos=False, log=_progress)
+    _emit(res, as_json)
 
 
 @bench.command("register")
-@click.option("--model", "name", default="ict", show_default=True)
+@_model_option
 @click.option("--captures", default=8, show_default=True, help="Synthetic RGB-D captures.")
-@click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
-              help="Folder with the scan-* data (e.g. ../shared/data): scan and rendered-depth registration.")
+@_scans_option("scan and rendered-depth registration")
 @click.option("--no-trimesh", is_flag=True, help="Skip the trimesh nricp_amberg peer.")
 @click.option("--schedule", type=click.Choice(["fast", "accurate"]), default="fast", show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@_json_option
 def bench_register(name, captures, scan_dir, no_trimesh, schedule, as_json):
     """RGB-D registration: geometry-only NICP vs T-ICP on synthetic captures; scans; trimesh peer."""
     from fitter import bench as B
 
-    log = _progress
     res = {}
     if captures:
-        res["synthetic"] = B.register_synthetic(name, captures, schedule=schedule, log=log)
+        res["synthetic"] = B.register_synthetic(name, captures, schedule=schedule, log=_progress)
     if scan_dir:
-        from pathlib import Path
-
-        res["scans"] = B.register_scans(name, Path(scan_dir), with_trimesh=not no_trimesh, schedule=schedule,
-                                        log=log)
-    click.echo(json.dumps(res, indent=None if as_json else 2))
+        res["scans"] = B.register_scans(name, scan_dir, with_trimesh=not no_trimesh, schedule=schedule,
+                                        log=_progress)
+    _emit(res, as_json)
 
 
 def main():

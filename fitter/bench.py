@@ -563,9 +563,9 @@ def synthetic_rgbd(model, rng, width=640, height=480, focal_px=570.0, yaw=0.0, o
     uv = cam_id.project(V)
     brow_ids = [np.asarray(model.metadata["reference_landmarks_68"])[17:27]]
     brows = np.zeros(model.n_vertices, bool)
-    from .register import part_labels
+    from .embedding import painted_parts
 
-    brows[face] = part_labels(model)[face] == 1
+    brows[face] = painted_parts(model)[face] == 1
     if occluders:
         # hair band: a dark strip across the forehead down to just above the brows, 15 mm in front
         bu = uv[brows]

@@ -119,15 +119,14 @@ def load_embedding(model: MorphableModel):
 
 
 # --- rendering the model for the detector ----------------------------------------------------
-def render_albedo(model: MorphableModel):
-    """(N, 3) per-vertex albedo: skin everywhere, part colours by region, brows and lips painted
-    around the model's own 68 landmark vertices when it has them."""
-    C = np.tile(SKIN, (model.n_vertices, 1))
-    for part, col in PART_COLORS.items():
+def painted_parts(model: MorphableModel):
+    """(N,) part index per vertex of the model's painting: 0 skin, 1 brows, 2 lips, 3 any other part
+    (eyeballs, teeth, ... by region). Brows and lips are painted around the model's own 68 landmark
+    vertices when it has them."""
+    labels = np.zeros(model.n_vertices, np.int64)
+    for part in PART_COLORS:
         if part in model.regions:
-            C[model.regions[part]] = col
-    for side in ("left", "right"):
-        _paint_cornea(model, C, side)
+            labels[model.regions[part]] = 3
     ref = model.metadata.get("reference_landmarks_68")
     if ref:
         V = model.mean
@@ -136,8 +135,23 @@ def render_albedo(model: MorphableModel):
         L = V[np.asarray(ref)]
         up = _up_axis(L)
         for brow in (L[17:22], L[22:27]):
-            C[face[_brow_band(Pf, brow, up)]] = BROW_COLOR
-        C[face[_inside_outline(Pf, L[48:60], L, up)]] = LIP_COLOR
+            labels[face[_brow_band(Pf, brow, up)]] = 1
+        labels[face[_inside_outline(Pf, L[48:60], L, up)]] = 2
+    return labels
+
+
+def render_albedo(model: MorphableModel):
+    """(N, 3) per-vertex albedo of `painted_parts`: skin, brows, lips, part colours by region, and the
+    iris and pupil on the corneas."""
+    C = np.tile(SKIN, (model.n_vertices, 1))
+    for part, col in PART_COLORS.items():
+        if part in model.regions:
+            C[model.regions[part]] = col
+    for side in ("left", "right"):
+        _paint_cornea(model, C, side)
+    labels = painted_parts(model)
+    C[labels == 1] = BROW_COLOR
+    C[labels == 2] = LIP_COLOR
     return C
 
 

@@ -157,9 +157,7 @@ class NicpSystem:
     """The NICP normal equations of one template: its positions (D), and the shared _Topology (the
     stiffness, the ordering, the pattern and CHOLMOD's analysis of it, computed once per triangle set)."""
 
-    def __init__(self, V_template, F, gamma=1.0, analysis: FactorCache = None):
-        """analysis: kept for callers that hold a FactorCache; the topology's own is used when it has
-        the same shape."""
+    def __init__(self, V_template, F, gamma=1.0):
         V = np.asarray(V_template, float)
         self.n = n = len(V)
         self.center = V.mean(axis=0)
@@ -172,7 +170,7 @@ class NicpSystem:
         self._pattern, self._s, self._i, self._vertex = topo.pattern, topo.s, topo.i, topo.vertex
         self._b = np.zeros(topo.pattern.nnz)
         self._b[topo.block_entries] = (Vh[:, :, None] * Vh[:, None, :]).ravel()[topo.block_source]
-        self.analysis = analysis if analysis is not None and analysis.shape == topo.shape else topo.analysis
+        self.analysis = topo.analysis
         self.token = next(_system_ids)  # names this system's factors in the shared cache
 
     def matrix(self, alpha, beta, landmark_vertices, weights=None):

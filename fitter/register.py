@@ -169,17 +169,6 @@ def crop_target(target: Target, template, margin_mm):
 
 
 # --- texture model for T-ICP ---------------------------------------------------------------------
-def part_labels(model):
-    """(N,) part index per vertex from the model's painted albedo: 0 skin, 1 brows, 2 lips, 3 other."""
-    from .embedding import BROW_COLOR, LIP_COLOR, SKIN, render_albedo
-
-    C = render_albedo(model)
-    lab = np.full(model.n_vertices, 3, np.int64)
-    for k, col in enumerate((SKIN, BROW_COLOR, LIP_COLOR)):
-        lab[np.all(np.isclose(C, np.asarray(col, float)), axis=1)] = k
-    return lab
-
-
 def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=1, sample=600, seed=0, light=None):
     """Template colour (N, 3) in [0, 1] for T-ICP: per-part albedo (the texture parameters) under Phong
     lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5) on a fixed random
@@ -251,7 +240,7 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     intrinsics K. target: optional Target (camera frame) to register to instead of the depth pixels
     (a scan seen by this camera). Raises InputError / NoFaceError."""
     from .coarse import fit_landmarks
-    from .embedding import load_embedding
+    from .embedding import load_embedding, painted_parts
     from .medium import laplacian_deformer
     from .mesh import vertex_normals
     from .render import depth_visible
@@ -306,8 +295,8 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     times["lift_s"] = time.perf_counter() - t0
     p68 = lmk.to_68(face.points)
     iod_px = float(np.linalg.norm(p68[36] - p68[45]))
-    iod_mm = float(np.linalg.norm(lmk.to_68(emb.points(V0, model.faces, 0.0))[36]
-                                  - lmk.to_68(emb.points(V0, model.faces, 0.0))[45]))
+    L68 = lmk.to_68(emb.points(V0, model.faces, 0.0))
+    iod_mm = float(np.linalg.norm(L68[36] - L68[45]))
     # target
     t0 = time.perf_counter()
     if target is None:
@@ -322,7 +311,7 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     lv, lt = lv_all[use], L_depth[use]
     lv, first = np.unique(lv, return_index=True)
     lt = lt[first]
-    labels = part_labels(model)[dom] if use_color else None
+    labels = painted_parts(model)[dom] if use_color else None
     cam_id = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
 
     light_state = [None]  # the Phong light of the previous fit: the next refit starts from it
@@ -338,10 +327,8 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
         colors, light_state[0] = fit_template_colors(labels, V_face, normals, color, vis, K, light=light_state[0])
         return colors
 
-    system_key = ("nicp_system", model.name)
     settings = settings or NicpSettings()
-    system = NicpSystem(V0[dom], F_face, settings.gamma, analysis=model.cache.get(system_key))
-    model.cache[system_key] = system.analysis
+    system = NicpSystem(V0[dom], F_face, settings.gamma)
     t0 = time.perf_counter()
     colors0 = template_colors(V0[dom]) if use_color else None
     times["texture_s"] = time.perf_counter() - t0
@@ -489,14 +476,15 @@ def write_registration(reg: Registration, model, outdir, overlay=None):
     return d
 
 
-def registration_overlay(model, reg: Registration, color, K):
-    """The colour image with the registered mesh (camera frame) shaded over it."""
+def registration_overlay(model, V_cam, color, K):
+    """The colour image with a mesh of the model's topology, V_cam (N, 3) in the camera frame, shaded
+    over it."""
     from .render import get_renderer
 
     H, W = color.shape[:2]
     cam = Camera(np.asarray(K, float), np.eye(3), np.zeros(3), W, H)
     F = model.faces_in("render") if "render" in model.regions else model.faces
-    r = get_renderer().render(reg.vertices, F, cam, light_dir=(0.0, 0.0, -1.0), ambient=0.45, diffuse=0.6)
+    r = get_renderer().render(V_cam, F, cam, light_dir=(0.0, 0.0, -1.0), ambient=0.45, diffuse=0.6)
     out = color.astype(np.float32) / 255.0
     m = r.mask
     out[m] = 0.45 * out[m] + 0.55 * r.color[m]

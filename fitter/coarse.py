@@ -90,16 +90,20 @@ class LandmarkBasis:
 
         self.normals = face_normals(model.mean, F)[emb.triangles]  # (478, 3) model frame, mean shape
 
+    def facing_cosines(self, R, Xc):
+        """(478,) cosine between each landmark's surface normal (mean shape, rotated by R) and the view
+        ray to it (Xc (478, 3) camera frame); contour points, silhouette points by definition, get 1."""
+        n = self.normals @ R.T
+        cos = -(n * Xc).sum(1) / np.linalg.norm(Xc, axis=1)
+        cos[self.contour] = 1.0
+        return cos
+
     def facing_weights(self, R, Xc, lo=0.1, hi=0.5):
         """(478,) in [0, 1]: how squarely each non-contour landmark's surface faces the camera (cosine
         between its normal and the view ray, ramped from `lo` to `hi`). Points on surfaces seen at
         grazing angles or from behind are where the detector guesses (the far eye corner at 60° yaw):
         they get little weight. Contour points are silhouette points by definition and keep 1."""
-        n = self.normals @ R.T
-        cos = -(n * Xc).sum(1) / np.linalg.norm(Xc, axis=1)
-        w = np.clip((cos - lo) / (hi - lo), 0.0, 1.0)
-        w[self.contour] = 1.0
-        return w
+        return np.clip((self.facing_cosines(R, Xc) - lo) / (hi - lo), 0.0, 1.0)
 
     def at_yaw(self, yaw, out=None):
         """(mean (478, 3), basis (478, 3, P)) with the contour rows for this yaw (degrees). With

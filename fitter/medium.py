@@ -168,7 +168,7 @@ class LaplacianDeformer:
                                                     np.argmax(emb.contour_barycentric[b], axis=1)])
             R = MODEL_TO_OPENCV @ rotation_matrix(yaw)
             P = emb.points(model.mean, F, yaw) @ R.T + np.array([0.0, 0.0, 600.0])
-            facing = lb.facing_weights(R, P, lo=MIN_FACING_COS, hi=MIN_FACING_COS + 1e-9) > 0
+            facing = lb.facing_cosines(R, P) > MIN_FACING_COS
             self.bin_vertices.append(v)
             self.bin_active.append((self.weights > 0) & (v >= 0) & facing)
         # anchors: distance (mean shape) from each face-area vertex to the nearest landmark vertex
@@ -257,8 +257,7 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
     q = camera.project(P)
     # evidence in this photo: visible in the coarse render's depth map and facing the camera
     vis = depth_visible(q, Pc[:, 2], depth, np.maximum(1.0, 0.005 * Pc[:, 2]), window=1)
-    facing = landmark_basis(model, emb).facing_weights(camera.R, Pc, lo=MIN_FACING_COS,
-                                                       hi=MIN_FACING_COS + 1e-9) > 0
+    facing = landmark_basis(model, emb).facing_cosines(camera.R, Pc) > MIN_FACING_COS
     active = deformer.bin_active[b] & vis & facing
     if sigma_px is None:
         p68 = lmk.to_68(detected)

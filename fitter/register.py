@@ -143,17 +143,21 @@ def depth_at(depth, pts, K, window=2):
     """(L, 3) camera-frame points under the pixels `pts` (L, 2): the median valid depth in a
     (2 window + 1)² neighbourhood; NaN where there is none."""
     H, W = depth.shape
+    pts = np.asarray(pts, float)
     px = np.rint(pts).astype(int)
-    out = np.full((len(pts), 3), np.nan)
-    Kinv = np.linalg.inv(K)
-    for i, (x, y) in enumerate(px):
-        if not (0 <= x < W and 0 <= y < H):
-            continue
-        patch = depth[max(y - window, 0):y + window + 1, max(x - window, 0):x + window + 1]
-        z = patch[patch > 0]
-        if len(z):
-            out[i] = float(np.median(z)) * (Kinv @ np.array([pts[i, 0], pts[i, 1], 1.0]))
-    return out
+    span = np.arange(-window, window + 1)
+    ys = np.clip(px[:, 1, None, None] + span[None, :, None], -1, H)
+    xs = np.clip(px[:, 0, None, None] + span[None, None, :], -1, W)
+    padded = np.pad(depth.astype(np.float64), 1)  # index -1 / H / W land on the zero border
+    patch = padded[ys + 1, xs + 1].reshape(len(pts), -1)
+    inside = (px[:, 0] >= 0) & (px[:, 0] < W) & (px[:, 1] >= 0) & (px[:, 1] < H)
+    valid = (patch > 0) & inside[:, None]
+    z = np.full(len(pts), np.nan)
+    has = valid.any(axis=1)
+    with np.errstate(all="ignore"):
+        z[has] = np.nanmedian(np.where(valid[has], patch[has], np.nan), axis=1)
+    rays = np.column_stack([pts, np.ones(len(pts))]) @ np.linalg.inv(K).T
+    return z[:, None] * rays
 
 
 def crop_target(target: Target, template, margin_mm):

@@ -55,6 +55,7 @@ bench: setup
 	$(FACEFIT) bench coarse --scans ../shared/data
 	$(FACEFIT) bench medium --scans ../shared/data
 	$(FACEFIT) bench register --scans ../shared/data
+	$(FACEFIT) bench fine --scans ../shared/data
 
 clean:
 	rm -rf $(VENV) $(OUT) build *.egg-info

@@ -149,9 +149,10 @@ def _example_photo():
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output folder: one sub-folder per image (and face).")
 @click.option("--model", "model_name", default="ict", show_default=True)
-@click.option("--stages", default="coarse,medium", show_default=True,
+@click.option("--stages", default="coarse,medium,fine", show_default=True,
               help="Comma-separated stages to run, in order: coarse (landmark model fit), medium (Laplacian "
-                   "deformation towards the landmarks).")
+                   "deformation towards the landmarks), fine (shape from shading: depth_refined.png, "
+                   "normals.png, detail.obj).")
 @click.option("--focal", type=float, default=None, help="Focal length in pixels (default: EXIF, else estimated).")
 @click.option("--all-faces", is_flag=True, help="Fit every face, not only the largest.")
 @click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
@@ -194,6 +195,12 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
                        "coarse_ms": round(1e3 * r.times["coarse_s"], 1)}
             if r.medium is not None:
                 summary["medium_ms"] = round(1e3 * r.times["medium_s"], 1)
+            if r.fine is not None:
+                summary["fine_ms"] = round(1e3 * r.times["fine_s"], 1)
+                summary["photometric_rms"] = [round(r.fine.photometric_rms_before, 5),
+                                              round(r.fine.photometric_rms_after, 5)]
+            elif "fine_error" in r.times:
+                summary["fine_error"] = r.times["fine_error"]
             click.echo(json.dumps(summary) if as_json else
                        f"{p}: face {r.face_index} -> {d} (landmark error {r.fit.error_px:.2f} px, "
                        f"{100 * r.fit.error_iod:.1f} % of interocular)")
@@ -407,6 +414,25 @@ def bench_register(name, captures, scan_dir, no_trimesh, schedule, as_json):
     if scan_dir:
         res["scans"] = B.register_scans(name, scan_dir, with_trimesh=not no_trimesh, schedule=schedule,
                                         log=_progress)
+    _emit(res, as_json)
+
+
+@bench.command("fine")
+@_model_option
+@click.option("--faces", default=4, show_default=True,
+              help="Synthetic faces with fine detail (x 3 views x with/without specular).")
+@_scans_option("medium vs fine (MICC protocol) on their renders")
+@_json_option
+def bench_fine(name, faces, scan_dir, as_json):
+    """Fine stage: normal and depth error of medium vs fine on synthetic detail; time split between
+    Python callbacks and Ceres at a 256² crop; MICC error medium vs fine on scan renders."""
+    from fitter import bench as B
+
+    res = {}
+    if faces:
+        res["synthetic_detail"] = B.summarise_fine(B.fine_synthetic(name, faces, log=_progress))
+    if scan_dir:
+        res["scans"] = B.fine_scans(name, scan_dir, log=_progress)
     _emit(res, as_json)
 
 

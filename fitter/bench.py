@@ -732,3 +732,257 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
         results[folder] = res
         log(f"{folder}: {res}")
     return results
+
+
+# --- fine stage (shape from shading) --------------------------------------------------------------------
+def wrinkle_field(points, rng, wavelengths_mm=(4.0, 9.0), rms_mm=0.15, components=24):
+    """(N,) band-limited height field (mm) at 3D points: a sum of random plane waves with wavelengths in
+    the given band and random directions and phases, scaled to the given RMS."""
+    k = rng.normal(size=(components, 3))
+    k /= np.linalg.norm(k, axis=1, keepdims=True)
+    k *= (2 * np.pi / rng.uniform(*wavelengths_mm, size=components))[:, None]
+    h = np.cos(points @ k.T + rng.uniform(0, 2 * np.pi, components)).sum(1)
+    return h * (rms_mm / max(float(np.sqrt(np.mean(h * h))), 1e-12))
+
+
+def detailed_face(model, rng, levels=2, rms_mm=0.15):
+    """A random ICT face (identity N(0, 1), a few expressions ≤ 0.4) whose refined region is subdivided
+    `levels` times and displaced along its normals by `wrinkle_field` (faded to zero over 8 mm at the
+    region's border). Returns (V_base (N, 3) the model shape, V (M, 3) with detail, F (T, 3), albedo
+    (M, 3), V_smooth (M, 3) the subdivided shape without the detail)."""
+    from .embedding import render_albedo
+    from .fine import refined_region
+    from .mesh import boundary_vertices, subdivide_midpoint, vertex_normals
+
+    b = np.zeros(model.n_expression)
+    b[rng.choice(model.n_expression, 3, replace=False)] = rng.uniform(0, 0.4, 3)
+    V0 = model.shape(rng.standard_normal(model.n_identity), b)
+    F = model.faces_in("render")
+    region = model.region_mask(refined_region(model))
+    inner = region[F].all(1)
+    Fi, Fo = F[inner], F[~inner]
+    albedo = render_albedo(model)
+    V, Fs, A = V0, Fi, albedo
+    inside = region.astype(float)
+    for _ in range(levels):
+        V, Fs, extra = subdivide_midpoint(V, Fs, np.column_stack([A, inside]))
+        A, inside = extra[:, :3], extra[:, 3]
+    F_all = np.concatenate([Fs, Fo])
+    border = boundary_vertices(Fi, model.n_vertices)
+    border = border[np.isin(border, np.flatnonzero(region))]
+    from scipy.spatial import cKDTree
+
+    dist = cKDTree(V0[border]).query(V)[0] if len(border) else np.full(len(V), np.inf)
+    fade = np.clip(dist / 8.0, 0, 1) * (inside > 0.999)
+    h = wrinkle_field(V, rng, rms_mm=rms_mm) * fade
+    n = vertex_normals(V, F_all)
+    return V0, V + h[:, None] * n, F_all, A, V
+
+
+def sh_render(V, F, camera, albedo, sh, specular=0.0, shininess=40.0, background=(0.3, 0.3, 0.3)):
+    """uint8 image of the mesh under SH lighting (9, 3) with per-vertex albedo, plus an optional white
+    Blinn-Phong highlight (light along the SH's linear direction), and the render result."""
+    from .render import get_renderer
+    from .texture import sh_basis
+
+    res = get_renderer().render(V, F, camera, vertex_colors=albedo, ambient=1.0, diffuse=0.0)
+    m = res.mask
+    n = res.normal[m].astype(float)
+    n /= np.linalg.norm(n, axis=1, keepdims=True)
+    col = res.color[m] * np.clip(sh_basis(n) @ sh, 0, None)
+    if specular > 0:
+        l = sh[[3, 1, 2]].mean(1)  # SH order-1 coefficients (y, z, x) -> direction (x, y, z)
+        l = l / max(np.linalg.norm(l), 1e-12)
+        P = res.surface_points(V, F)[m] @ camera.R.T + camera.t
+        v = -P / np.linalg.norm(P, axis=1, keepdims=True)
+        hv = (l + v) / np.linalg.norm(l + v, axis=1, keepdims=True)
+        col = col + specular * np.clip((n * hv).sum(1), 0, None)[:, None] ** shininess
+    img = np.empty(res.color.shape)
+    img[:] = background
+    img[m] = col
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), res
+
+
+def random_sh(rng, strength=0.5):
+    """(9, 3) plausible SH lighting: a constant term, a random first-order direction towards the camera
+    side, small second-order terms; grey light with a slight tint."""
+    L = np.zeros((9, 3))
+    d = np.array([rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0])
+    d /= np.linalg.norm(d)
+    base = np.array([0.95, 0.95, 0.95]) * rng.uniform(0.9, 1.1, 3)
+    L[0] = 0.75 * base
+    L[1], L[2], L[3] = strength * d[1] * base, strength * d[2] * base, strength * d[0] * base
+    L[4:] = rng.normal(0, 0.03, (5, 1)) * base
+    return L
+
+
+def _normal_angles_deg(n1, n2):
+    return np.degrees(np.arccos(np.clip((n1 * n2).sum(-1), -1.0, 1.0)))
+
+
+def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None):
+    """Depth and normal errors of the medium (d₀) and fine depth maps of a FineResult against the true
+    mesh rendered into the same crop pixels, over the pixels the stage solved that are skin in both.
+    With V_smooth (the true mesh without its fine detail), also how much of the detail the stage
+    recovered: the true detail δ* = depth(V_true) − depth(V_smooth) against the wrinkle-scale part of the
+    stage's change δ = high-pass(fine − medium): their correlation and rms(δ − δ*) / rms(δ*) (1 for
+    the medium result, which has no detail)."""
+    from .camera import Camera
+    from .fine import depth_normals
+    from .render import get_renderer
+
+    cam = Camera(fine_result.camera.K, R_true, t_true, fine_result.camera.width, fine_result.camera.height)
+    gt = get_renderer().render(V_true, F_true, cam).depth.astype(float)
+    m = fine_result.unknown & fine_result.skin & (gt > 0)
+    n_gt = depth_normals(gt, cam.K)[0]
+    out = {"pixels": int(m.sum())}
+    for tag, d in (("medium", fine_result.depth0), ("fine", fine_result.depth)):
+        n = depth_normals(d, cam.K)[0]
+        diff = (d - gt)[m]
+        out[f"{tag}_depth_mm"] = float(np.mean(np.abs(diff - np.median(diff))))
+        out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(n[m], n_gt[m])))
+    if V_smooth is not None:
+        smooth = get_renderer().render(V_smooth, F_true, cam).depth.astype(float)
+        m &= smooth > 0
+        true_detail = (gt - smooth)[m]
+        change = _high_pass(fine_result.depth - fine_result.depth0, fine_result.depth > 0)[m]
+        rms = float(np.sqrt(np.mean(true_detail ** 2)))
+        out["true_detail_rms_mm"] = rms
+        out["detail_correlation"] = float(np.corrcoef(change, true_detail)[0, 1])
+        out["detail_relative_error"] = float(np.sqrt(np.mean((change - true_detail) ** 2)) / max(rms, 1e-9))
+    return out
+
+
+def _high_pass(depth, mask, sigma_px=3.0):
+    """Depth minus its Gaussian low-pass (normalised inside the mask): the wrinkle-scale detail."""
+    from scipy.ndimage import gaussian_filter
+
+    w = gaussian_filter(mask.astype(float), sigma_px)
+    low = gaussian_filter(np.where(mask, depth, 0.0), sigma_px) / np.maximum(w, 1e-6)
+    return np.where(mask, depth - low, 0.0)
+
+
+def _solver_shares(fine_result):
+    """Where the stage's time went: Ceres in total, our Python inside its callbacks (vectorised evaluation
+    and copies), its linear solver, and the rest of the stage (crop, render, lighting, albedo)."""
+    ceres = sum(s["seconds"] for s in fine_result.solver)
+    python = sum(s["python_seconds"] for s in fine_result.solver)
+    linear = sum(s["linear_solver_seconds"] for s in fine_result.solver)
+    return {"ceres_s": ceres, "python_callbacks_s": python, "linear_solver_s": linear,
+            "ceres_other_s": ceres - python - linear, "outside_ceres_s": fine_result.seconds - ceres}
+
+
+def summarise_fine(rows):
+    """Means over the scored renders, per specular setting, of the fine_synthetic rows."""
+    out = {}
+    keys = ("medium_normal_deg", "fine_normal_deg", "medium_depth_mm", "fine_depth_mm", "true_detail_rms_mm",
+            "detail_correlation", "detail_relative_error", "rms_before", "rms_after",
+            "fine_s", "ceres_s", "python_callbacks_s", "linear_solver_s", "ceres_other_s", "outside_ceres_s",
+            "unknowns")
+    for spec in sorted({r["specular"] for r in rows}):
+        ok = [r for r in rows if r["specular"] == spec and "fine_depth_mm" in r]
+        d = {"renders": len([r for r in rows if r["specular"] == spec]), "scored": len(ok)}
+        d.update({k: round(float(np.mean([r[k] for r in ok])), 4) for k in keys} if ok else {})
+        if ok:
+            d["fine_s_max"] = round(float(np.max([r["fine_s"] for r in ok])), 3)
+            d["normal_error_change_pct"] = round(100 * (d["fine_normal_deg"] / d["medium_normal_deg"] - 1), 1)
+        out[f"specular_{spec}"] = d
+    return out
+
+
+def fine_scans(name="ict", data_dir=None, image_size=640, focal_px=1000.0, yaws=(-45, -30, -15, 0, 15, 30, 45),
+               seed=0, config=None, log=print):
+    """MICC-protocol error of medium vs fine on renders of the real scans (as `scans`, pitch 0, the yaws
+    given), through the photo pipeline with the focal length given."""
+    from pathlib import Path
+
+    from . import landmarks as lmk
+    from . import store
+    from .camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+    from .errors import NoFaceError
+    from .evaluate import micc_error
+    from .pipeline import fit_photo
+    from .render import get_renderer
+    from .scan import render_colors
+
+    model = store.load_model(name)
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    mask = model.region_mask("outer_skin")
+    rng = np.random.default_rng(seed)
+    results = {}
+    for folder, scan, frame in ground_truth_scans(Path(data_dir), log):
+        gt_pts = _five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
+        colors = render_colors(scan)
+        rows = []
+        for yaw in yaws:
+            Rm = MODEL_TO_OPENCV @ rotation_matrix(yaw, 0.0) @ frame.R
+            cam = Camera(intrinsics(focal_px, image_size, image_size), Rm,
+                         np.array([0, 0, 650.0]) - Rm @ frame.nose_tip, image_size, image_size)
+            light = (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0)
+            img = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=light,
+                                        background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+            try:
+                r = fit_photo(f"{folder}_{yaw}.png", model, ("coarse", "medium", "fine"), focal=focal_px, image=img,
+                              texture_size=256, fine_config=config)[0]
+            except NoFaceError:
+                rows.append({"yaw": yaw, "detected": False})
+                continue
+            row = {"yaw": yaw, "detected": True, "fine": r.fine is not None}
+            for tag, Vr in (("medium", r.medium.vertices), ("fine", r.vertices)):
+                e = micc_error(Vr, model.faces, scan.V, scan.F, frame.nose_tip, Vr[ref[30]], _five_points(Vr[ref]),
+                               gt_pts, recon_mask=mask)
+                row[f"{tag}_mm"] = e["mean_mm"]
+                row[f"{tag}_rmse_mm"] = e["rmse_mm"]
+            if r.fine is not None:
+                row["fine_s"] = r.fine.seconds
+            rows.append(row)
+        ok = [r for r in rows if r.get("detected")]
+        res = {"renders": len(rows), "detected": len(ok), "refined": sum(r["fine"] for r in ok)}
+        for k in ("medium_mm", "fine_mm", "medium_rmse_mm", "fine_rmse_mm", "fine_s"):
+            vals = [r[k] for r in ok if k in r]
+            res[k] = round(float(np.mean(vals)), 4) if vals else None
+        results[folder] = res
+        log(f"{folder}: {res}")
+    return results
+
+
+def fine_synthetic(name="ict", n_faces=4, seed=SYNTH_SEED + 3, image_size=640, focal_px=1000.0,
+                   yaws=(-20, 0, 20), specular=(0.0, 0.35), config=None, log=print):
+    """Synthetic faces with known fine detail (`detailed_face`), rendered with known SH lighting and
+    albedo (`sh_render`), without and with specular highlights; the photo pipeline (coarse, medium,
+    fine, focal given) is run on each render and the medium and fine depth maps are scored against the
+    truth (`fine_case_errors`)."""
+    from . import store
+    from .camera import look_at_face
+    from .errors import NoFaceError
+    from .pipeline import fit_photo
+
+    model = store.load_model(name)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n_faces):
+        _, V, F, A, V_smooth = detailed_face(model, rng)
+        center = V[model.region("face")].mean(0)
+        for yaw in yaws:
+            for spec in specular:
+                cam = look_at_face(center, yaw, rng.uniform(-10, 10), rng.uniform(550, 650), focal_px,
+                                   image_size, image_size)
+                img, _ = sh_render(V, F, cam, A * rng.uniform(0.85, 1.1), random_sh(rng), specular=spec)
+                try:
+                    r = fit_photo(f"synthetic_{k}_{yaw}.png", model, ("coarse", "medium", "fine"), focal=focal_px,
+                                  image=img, texture_size=256, fine_config=config)[0]
+                except NoFaceError:
+                    rows.append({"face": k, "yaw": yaw, "specular": spec, "detected": False})
+                    continue
+                if r.fine is None:
+                    rows.append({"face": k, "yaw": yaw, "specular": spec, "detected": True,
+                                 "fine_error": r.times.get("fine_error")})
+                    continue
+                row = {"face": k, "yaw": yaw, "specular": spec, "detected": True, "fine_s": r.fine.seconds,
+                       "crop_px": r.fine.camera.width, "unknowns": int(r.fine.unknown.sum()),
+                       "rms_before": r.fine.photometric_rms_before, "rms_after": r.fine.photometric_rms_after}
+                row.update(_solver_shares(r.fine))
+                row.update(fine_case_errors(r.fine, V, F, cam.R, cam.t, V_smooth))
+                rows.append(row)
+                log(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    return rows

@@ -158,3 +158,24 @@ def submesh(F, vertex_mask):
     new_of_old = -np.ones(len(vertex_mask), np.int64)
     new_of_old[old] = np.arange(len(old))
     return new_of_old[F[keep]].astype(np.int32), old
+
+
+def subdivide_midpoint(V, F, values=None):
+    """One 1-to-4 midpoint subdivision of triangles F over vertices V (N, 3): returns (V', F', values')
+    with the original vertices first, then one new vertex per edge of F; `values` (N, ...) per-vertex
+    attributes are averaged onto the midpoints (None: not returned, i.e. values' is None)."""
+    V = np.asarray(V, float)
+    F = np.asarray(F, np.int64)
+    e = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
+    edges, inverse = np.unique(e, axis=0, return_inverse=True)
+    mid = len(V) + inverse.reshape(3, -1).T  # (T, 3): midpoints of edges 01, 12, 20
+    V2 = np.concatenate([V, (V[edges[:, 0]] + V[edges[:, 1]]) / 2])
+    a, b, c = F.T
+    ab, bc, ca = mid.T
+    F2 = np.concatenate([np.stack([a, ab, ca], 1), np.stack([ab, b, bc], 1), np.stack([ca, bc, c], 1),
+                         np.stack([ab, bc, ca], 1)])
+    vals = None
+    if values is not None:
+        values = np.asarray(values)
+        vals = np.concatenate([values, (values[edges[:, 0]] + values[edges[:, 1]]) / 2])
+    return V2, F2, vals

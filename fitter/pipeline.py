@@ -1,9 +1,10 @@
-"""The single-photo pipeline: detect → coarse landmark fit → medium Laplacian deformation →
-texture/illumination → outputs.
+"""The single-photo pipeline: detect → coarse landmark fit → medium Laplacian deformation → fine
+shape from shading → texture/illumination → outputs.
 
 `fit_photo` returns one FaceResult per face; `write_result` writes OUTDIR/<stem>/ (or <stem>_faceK/
 for the extra faces of a photo): mesh.obj + mesh.mtl + texture.png, params.json, overlay.png,
-landmarks.json — each file atomically.
+landmarks.json, and with the fine stage depth_refined.png, normals.png and detail.obj — each file
+atomically.
 """
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from .coarse import fit_landmarks, landmark_basis
 from .draw import draw_points, draw_text
 from .embedding import load_embedding
 from .errors import InputError
+from .fine import detail_mesh, refine_depth
 from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
 from .mesh import write_obj
 from .medium import deform_to_landmarks, laplacian_deformer
@@ -24,8 +26,8 @@ from .render import get_renderer, vertex_visibility
 from .segment import FaceLabel, parse_face, person_mask
 from .texture import fit_texture, uv_texture
 
-STAGES = ("coarse", "medium")
-DEFAULT_STAGES = ("coarse", "medium")
+STAGES = ("coarse", "medium", "fine")
+DEFAULT_STAGES = ("coarse", "medium", "fine")
 
 
 @dataclass
@@ -37,6 +39,7 @@ class FaceResult:
     identity: np.ndarray
     vertices: np.ndarray              # (N, 3) model frame, mm
     medium: object = None             # fitter.medium.MediumResult when the stage ran
+    fine: object = None               # fitter.fine.FineResult when the stage ran
     texture: object = None            # fitter.texture.TextureFit
     texture_image: np.ndarray = None  # (T, T, 3) uint8
     overlay: np.ndarray = None
@@ -58,7 +61,8 @@ def exif_focal_px(path, width, height):
     return float(f35) / 36.0 * max(width, height)
 
 
-def fit_photo(path, model, stages=DEFAULT_STAGES, focal=None, all_faces=False, texture_size=1024, image=None):
+def fit_photo(path, model, stages=DEFAULT_STAGES, focal=None, all_faces=False, texture_size=1024, image=None,
+              fine_config=None):
     """Fit every requested face of the photo at `path`. Raises InputError / NoFaceError."""
     for s in stages:
         if s not in STAGES:
@@ -107,6 +111,14 @@ def fit_photo(path, model, stages=DEFAULT_STAGES, focal=None, all_faces=False, t
             res = get_renderer().render(V, F, im.camera)
             fitted_2d = r.medium.fitted_2d
             error_px = float(np.median(np.linalg.norm(fitted_2d - face.points, axis=1)[im.weights > 0]))
+        if "fine" in stages:
+            try:
+                r.fine = refine_depth(model, V, im.camera, img, labels, fine_config)
+                times["fine_s"] = r.fine.seconds
+                V = r.vertices = r.fine.vertices
+                res = get_renderer().render(V, F, im.camera)
+            except (InputError, RuntimeError) as e:  # a tiny face, no skin, Ceres layout: keep the medium mesh
+                times["fine_error"] = str(e)
         t0 = time.perf_counter()
         vis = vertex_visibility(V, F, im.camera, res)
         try:
@@ -149,6 +161,8 @@ def stages_dict(r: FaceResult):
     out = {"coarse": {"seconds": round(r.times["coarse_s"], 4), "landmark_error_px": round(r.fit.error_px, 4)}}
     if r.medium is not None:
         out["medium"] = r.medium.to_dict()
+    if r.fine is not None:
+        out["fine"] = r.fine.to_dict()
     return out
 
 
@@ -194,4 +208,22 @@ def write_result(r: FaceResult, model, outdir):
                                              "fitted": np.round(im.fitted_2d, 3).tolist(),
                                              "convention": "OpenCV pixels: (0, 0) is the centre of the top-left pixel"})
     write_image_atomic(d / "overlay.png", r.overlay)
+    if r.fine is not None:
+        write_fine_outputs(r.fine, d)
     return d
+
+
+DEPTH_PNG_MM_PER_UNIT = 0.1
+
+
+def write_fine_outputs(fine, d):
+    """depth_refined.png (16-bit, 0.1 mm per unit, 0 = no surface; the crop camera is in params.json),
+    normals.png (camera-frame normals as (n + 1) / 2 in RGB, black where undefined) and detail.obj (the refined depth as a
+    pixel-grid mesh, camera frame, mm)."""
+    depth = np.clip(np.rint(fine.depth / DEPTH_PNG_MM_PER_UNIT), 0, 65535).astype(np.uint16)
+    write_image_atomic(d / "depth_refined.png", depth)
+    n, valid = fine.normals()
+    rgb = np.where(valid[..., None], (n + 1) / 2, 0.0)
+    write_image_atomic(d / "normals.png", (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8))
+    X, F = detail_mesh(fine)
+    write_obj(d / "detail.obj", X, F)

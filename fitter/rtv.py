@@ -47,13 +47,31 @@ def _system(H, W):
     return _caches[key]
 
 
+def difference_operators(H, W):
+    """(Cx, Cy, FactorCache): forward differences of an H×W grid and a CHOLMOD analysis of the pattern
+    I + CxᵀCx + CyᵀCy, shared by every reweighted system on that grid (built once per size)."""
+    return _system(H, W)
+
+
+def rtv_weights(S, Cx, Cy, sigma, eps=1e-3, eps_s=0.02):
+    """Per-difference RTV weights (wx (H·(W−1),), wy (H−1)·W,)) of the current structure S (H, W, C):
+    u·w with u = g_σ * 1/(|g_σ * ∂S| + ε) and w = 1/(|∂S| + ε_s); channels share them (mean gradient)."""
+    from scipy.ndimage import gaussian_filter
+
+    H, W, C = S.shape
+    flat = S.reshape(H * W, C)
+    gx = (Cx @ flat).reshape(H, W - 1, C).mean(axis=2)
+    gy = (Cy @ flat).reshape(H - 1, W, C).mean(axis=2)
+    ux = gaussian_filter(1.0 / (np.abs(gaussian_filter(gx, sigma)) + eps), sigma)
+    uy = gaussian_filter(1.0 / (np.abs(gaussian_filter(gy, sigma)) + eps), sigma)
+    return (ux / (np.abs(gx) + eps_s)).ravel(), (uy / (np.abs(gy) + eps_s)).ravel()
+
+
 def rtv_structure(image, lam=0.01, sigma=3.0, iterations=4, eps=1e-3, eps_s=0.02):
     """Structure layer (H, W[, C]) float of `image` (values in [0, 1]); texture = image − structure.
 
     lam: weight of the RTV penalty (larger: more texture removed); sigma: the texture scale in pixels
     (the window of g_σ), halved every iteration; eps, eps_s: the paper's small constants."""
-    from scipy.ndimage import gaussian_filter
-
     I = np.asarray(image, float)
     mono = I.ndim == 2
     I3 = I[..., None] if mono else I
@@ -63,13 +81,8 @@ def rtv_structure(image, lam=0.01, sigma=3.0, iterations=4, eps=1e-3, eps_s=0.02
     S = Iflat.copy()
     s = float(sigma)
     for it in range(iterations):
-        gx = (Cx @ S).reshape(H, W - 1, C).mean(axis=2)  # channels share the weights (their mean gradient)
-        gy = (Cy @ S).reshape(H - 1, W, C).mean(axis=2)
-        ux = gaussian_filter(1.0 / (np.abs(gaussian_filter(gx, s)) + eps), s)
-        uy = gaussian_filter(1.0 / (np.abs(gaussian_filter(gy, s)) + eps), s)
-        wx = ux / (np.abs(gx) + eps_s)
-        wy = uy / (np.abs(gy) + eps_s)
-        A = (sp.identity(H * W) + lam * (Cx.T @ sp.diags(wx.ravel()) @ Cx + Cy.T @ sp.diags(wy.ravel()) @ Cy)).tocsc()
+        wx, wy = rtv_weights(S.reshape(H, W, C), Cx, Cy, s, eps, eps_s)
+        A = (sp.identity(H * W) + lam * (Cx.T @ sp.diags(wx) @ Cx + Cy.T @ sp.diags(wy) @ Cy)).tocsc()
         S, _ = cache.solve(("rtv", next(_solve_ids)), lambda: A, Iflat)
         s = max(s / 2.0, 0.5)
     out = S.reshape(H, W, C)

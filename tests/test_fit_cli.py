@@ -41,7 +41,8 @@ def test_outputs_are_complete_and_consistent(fitted, ict_model):
     assert tex.shape == (512, 512, 3)
     assert params["lighting"]["rms_sh"] < 0.1
     assert set(params["expression"]) == set(ict_model.expression_names)
-    # the default stages are coarse + medium, each with its time and landmark error
+    # the default stages are coarse + medium + fine, each with its time and error figures
+    assert params["stages"]["fine"]["seconds"] > 0
     medium = params["stages"]["medium"]
     assert params["stages"]["coarse"]["seconds"] > 0 and medium["seconds"] > 0
     assert medium["active_landmarks"] > 300 and medium["error_after_px"] <= medium["error_before_px"] + 0.05

@@ -2,34 +2,39 @@
 
 In S2's order, on a square crop of the face (at most `FineConfig.crop_px` pixels a side):
 1. render the medium mesh to a depth map d₀ (mm) with the crop camera; unknowns are the depths of the
-   face-area pixels away from its border (the border stays at d₀, so the refined region joins the rest);
+   refined region's skin pixels away from its border and from occluding edges (those keep d₀, so the
+   refined region joins the rest);
 2. normals from depth: the points X = d·K⁻¹[u, v, 1] of a pixel and its right and lower neighbours
    give n = (X_down − X) × (X_right − X), normalised (camera frame, pointing at the camera);
 3. lighting: 9 SH coefficients per channel by linear least squares, I = γ ⊙ Y(n) L, with the mean
    albedo γ̄ (per-region average colour from the face parsing) and no specular (Eq. 5);
 4. albedo (Eq. 6): per channel, minimise ‖γ S − I‖² + λγ1 ‖γ − γ̄‖² + λγ2 RTV(γ), the RTV term by
-   reweighted sparse solves (fitter.rtv) on one CHOLMOD analysis per crop size;
+   reweighting (fitter.rtv), each reweighted system solved by preconditioned conjugate gradients;
 5. specular (Eq. 8): a white, non-negative layer β kept near β₀, the positive part of the low-passed
    photometric residual; it takes broad highlights out of the depth's data term;
-6. depth (Eq. 9): E(d) = Σ_skin ‖γ ⊙ Y(n(d)) L + β − I‖² + λd1 ‖d − d₀‖² + λd2 ‖∇²d‖²
-   + λd3 ‖∇I − λd4 ∇h‖² (h = −d, height towards the camera: the brighter-is-nearer detail prior),
-   solved by Ceres (pyceres) Levenberg-Marquardt, in two phases with S2's two weight sets; albedo and
-   specular are re-estimated between the phases from the new normals.
+6. depth (Eq. 9): E(d) = Σ_skin ρ(luma(γ ⊙ Y(n(d)) L + β − I)) + λd1 ‖d − d₀‖² + λd2 ‖∇²d‖²
+   + λd3 ‖∇I − λd4 ∇h‖² (h = −d, height towards the camera), ρ a Cauchy weighting set once per phase
+   (IRLS) so that what the shading model cannot explain stops pulling; solved by Ceres (pyceres)
+   Levenberg-Marquardt in S2's two phases for two detail scales: the first on a half-resolution grid,
+   its change upsampled as the start of the second at full resolution; albedo and specular are
+   re-estimated between the phases from the new normals.
 Only pixels labelled skin by the face parsing and covered by the model's skin drive the depth (hair,
-brows, eyes, lips, inner mouth, glasses do not).
+brows, eyes, lips, inner mouth do not; the parsing has no glasses class, see BENCHMARKS.md).
 
 How the Ceres problem is cut (DESIGN.md "Fine"): one scalar parameter block per unknown pixel, residuals
-grouped in 4×4-pixel tiles (one Python cost function per tile). All residuals and Jacobians are computed
-by numpy for every tile at once when Ceres starts evaluating a new point, and each tile's callback only
-copies its slice. pyceres 2.6 does not expose Problem::Options::evaluation_callback, so the stage finds
-the point itself: the first tile evaluated in a pass reads Ceres's whole state vector, whose layout
-(where each unknown sits in it) is learned from the pointers Ceres hands to the tiles in the first pass
-and checked on every later call.
+grouped in 4×4-pixel tiles (one Python cost function per tile, 3 rows per pixel). All residuals and
+Jacobians are computed by numpy for every tile at once when Ceres starts evaluating a new point, and
+each tile's callback only copies its slice. pyceres 2.6 does not expose
+Problem::Options::evaluation_callback, so the stage finds the point itself: the first tile evaluated in a
+pass reads Ceres's whole state vector, whose layout (where each unknown sits in it) is learned from the
+pointers Ceres hands to the tiles in the first pass and checked on every later call; the same layout
+gives where Ceres keeps each tile's Jacobian blocks, so a tile's Jacobian is one memory copy (also
+checked on every call, by its first and last block's addresses; block by block otherwise).
 
 Write-back: the model mesh (median edge 2.8 mm on ICT's face) cannot hold wrinkle-scale detail, so the
-refined depth is kept at pixel resolution in `depth`, and the mesh gets what its vertices can carry:
-each visible face-area vertex is displaced along its normal by the refined depth change under it
-(feathered to zero at the border of the refined region).
+refined depth is kept at pixel resolution (`depth`, written as depth_refined.png and detail.obj), and
+the mesh gets what its vertices can carry: each visible vertex of the refined region is displaced along
+its normal by the refined depth change under it (feathered to zero at the region's border).
 """
 import ctypes
 import threading
@@ -63,10 +68,14 @@ class FineConfig:
     specular_reg: float = 0.5          # λβ
     specular_sigma: float = 4.0        # px, the low-pass of β₀
     albedo_iterations: int = 1         # RTV reweightings before the first depth phase (and 1 after it)
-    # depth (Eq. 9), two phases (λd1, λd2, λd3, λd4) in mm / [0, 1] colour units; phase 1 runs at half
-    # the crop's resolution, phase 2 at full resolution
+    # depth (Eq. 9), two phases (λd1, λd2, λd3, λd4) in mm / [0, 1] colour units; phase 1 runs at
+    # phase1_scale × the crop's resolution, phase 2 at full resolution. λd3 = 0: S2's gradient matching
+    # (0.001/0.001, then 0.025/2.5) made the normals worse here (12.5° -> 17.4°, BENCHMARKS.md)
     phases: tuple = ((0.001, 0.005, 0.0, 0.0), (0.001, 0.005, 0.0, 0.0))
-    iterations: tuple = (4, 1)         # LM iterations per phase
+    iterations: tuple = (3, 1)         # LM iterations per phase
+    phase1_scale: float = 0.5          # grid of phase 1 relative to the crop (1: both phases on one problem;
+                                       # measured 1.9× slower for the same accuracy, see BENCHMARKS.md)
+    robust_scale: float = 3.0          # Cauchy scale of the photometric rows in robust σ (0: plain least squares)
     linear_solver: str = "SPARSE_NORMAL_CHOLESKY"
 
 
@@ -210,7 +219,7 @@ def region_average_albedo(image, shading, labels, mask):
     return np.clip(out, 0.02, 1.5)
 
 
-def fit_albedo(image, shading, avg, data_mask, lam_avg, lam_rtv, sigma, iterations=2, start=None, rtol=1e-4):
+def fit_albedo(image, shading, avg, data_mask, lam_avg, lam_rtv, sigma, iterations=2, start=None, rtol=1e-3):
     """Albedo (h, w, 3) minimising per channel Σ_data (γ S − I)² + λγ1 ‖γ − γ̄‖² + λγ2 Σ w_RTV |∂γ|²
     (Eq. 6-7, the RTV penalty by reweighting from the previous estimate), on the masked pixels only
     (γ̄ elsewhere). Each reweighted system is SPD with a diagonal ≥ λγ1, so Jacobi-preconditioned
@@ -220,7 +229,7 @@ def fit_albedo(image, shading, avg, data_mask, lam_avg, lam_rtv, sigma, iteratio
     import scipy.sparse.linalg as spla
 
     h, w, _ = image.shape
-    Cx, Cy, _ = difference_operators(h, w)
+    Cx, Cy = difference_operators(h, w)
     idx = np.flatnonzero(data_mask.ravel())
     keep_x = data_mask[:, :-1].ravel() & data_mask[:, 1:].ravel()   # differences inside the mask
     keep_y = data_mask[:-1, :].ravel() & data_mask[1:, :].ravel()
@@ -237,7 +246,7 @@ def fit_albedo(image, shading, avg, data_mask, lam_avg, lam_rtv, sigma, iteratio
             A = (Rg + sp.diags(s * s + lam_avg)).tocsr()
             rhs = s * image[..., c].ravel()[idx] + lam_avg * avg[..., c].ravel()[idx]
             M = sp.diags(1.0 / A.diagonal())
-            flat[idx, c] = spla.cg(A, rhs, x0=flat[idx, c], M=M, rtol=rtol, maxiter=200)[0]
+            flat[idx, c] = spla.cg(A, rhs, x0=flat[idx, c], M=M, rtol=rtol, maxiter=80)[0]
     return np.clip(gamma, 0.0, 2.0)
 
 
@@ -355,6 +364,7 @@ class DepthProblem:
         self.p_r = np.where(px < w - 1, pix + 1, pix)
         self.p_d = np.where(py < h - 1, pix + w, pix)
         self.ph = self.photo.ravel()[pix]
+        self.photo_weight = np.ones(len(pix))   # robust weights of the photometric rows (set_robust_weights)
         self.isu = self.uidx.ravel()[pix] >= 0
         self.lap_ok = self.isu & np.all(self.nb_inside, axis=1)
         t = np.repeat(self.pix_tile[:, None], 5, axis=1)
@@ -364,8 +374,8 @@ class DepthProblem:
         R = self.R
         block0 = self.j_offset[:-1] // R  # global index of each tile's first Jacobian block
 
-        def flat(sel, which, row):
-            return (block0[tl[sel]] + self.cols[sel, which]) * R + base[sel] + row
+        def flat(sel, which, row):  # where (pixel row, parameter) lives in J_all under the current layout
+            return self.block_position[block0[tl[sel]] + self.cols[sel, which]] * R + base[sel] + row
 
         self._flat = flat
         self.ph_blocks = []
@@ -397,10 +407,7 @@ class DepthProblem:
         self.img_p = self.image.reshape(-1, 3)[pix]
         self.spec_p = specular.ravel()[pix]
         l1, l2, l3, l4 = lam
-        layout = self.block_position
-        self.set_block_layout(np.arange(len(layout)))
-        J = self.J_all
-        J[:] = 0.0
+        J = self.J_all  # every entry written here sits at a fixed place; the others stay zero
         cols, flat = self.cols, self._flat
         sel = cols[:, 0] >= 0
         J[flat(sel, 0, 1)] = np.sqrt(l1)
@@ -414,7 +421,17 @@ class DepthProblem:
             J[flat(sel, j, row)] = np.sqrt(l3) * l4
             sel = (cols[:, 0] >= 0) & self.ph
             J[flat(sel, 0, row)] = -np.sqrt(l3) * l4
-        self.set_block_layout(layout)
+
+    def set_robust_weights(self, scale=3.0):
+        """Cauchy weights √w = 1/√(1 + (r/σ)²) on the photometric rows from their residuals at the current
+        depth, σ = `scale` × 1.4826 × median |r|: pixels the shading model cannot explain at all (glasses
+        frames, hair strands, piercing highlights) stop pulling the depth (IRLS, one reweighting per phase)."""
+        self.photo_weight = np.ones(len(self.pix))
+        self.compute(self.z.ravel()[self.upix], False)
+        r = self.R_all.reshape(-1)[self.res_at[0]]
+        sigma = scale * 1.4826 * max(float(np.median(np.abs(r[self.ph]))), 1e-6)
+        self.photo_weight = 1.0 / np.sqrt(1.0 + (r / sigma) ** 2)
+        return self.photo_weight
 
     def compute(self, z_unknown, jacobians):
         """Fill R_all (and the depth-dependent entries of J_all) at the given unknown depths, for every
@@ -434,7 +451,7 @@ class DepthProblem:
         res_rgb = self.alb_p * (sh_basis(n) @ self.sh) + self.spec_p[:, None] - self.img_p
         nbz = zf[self.nb]
         R = self.R_all.reshape(-1)
-        R[self.res_at[0]] = (res_rgb @ LUMA) * ph
+        R[self.res_at[0]] = (res_rgb @ LUMA) * ph * self.photo_weight
         R[self.res_at[1]] = np.sqrt(l1) * (zp - self.depth0.reshape(-1)[pix]) * self.isu
         R[self.res_at[2]] = np.sqrt(l2) * (4 * nbz[:, 0] - nbz[:, 1:].sum(1)) * self.lap_ok
         if self.ROWS == 5:  # gradient matching on the height h = −z: ∇I − λd4 ∇h = ∇I + λd4 ∇z
@@ -447,7 +464,7 @@ class DepthProblem:
                 sel, at = self.ph_entries[which]
                 nn, dms = n[sel], dm[sel]
                 dn = (dms - nn * (nn * dms).sum(1, keepdims=True)) / mn[sel]
-                J[at] = (self.alb_p[sel] * np.einsum("ncj,nj->nc", dS_dn[sel], dn)) @ LUMA
+                J[at] = ((self.alb_p[sel] * np.einsum("ncj,nj->nc", dS_dn[sel], dn)) @ LUMA) * self.photo_weight[sel]
         self.evaluations += 1
         self.python_seconds += time.perf_counter() - t0
 
@@ -752,9 +769,9 @@ def refine_depth(model, V, camera: Camera, image, labels, config: FineConfig = N
     image: (H, W, 3) uint8 photo; labels: (H, W) face parsing (fitter.segment.FaceLabel).
     Returns a FineResult. Raises InputError when the face is too small or shows no skin.
 
-    The two depth phases are S2's two detail scales: the first solves at half the crop's resolution
-    (larger wrinkles and the shape's own errors, cheaply), the second at full resolution from the
-    upsampled result (fine detail), each with its own weights."""
+    The two depth phases are S2's two detail scales: the first solves on a coarser grid (larger
+    wrinkles and the shape's own errors, cheaply), the second at full resolution from the upsampled
+    result (fine detail), each with its own weights."""
     import cv2
 
     cfg = config or FineConfig()
@@ -769,7 +786,6 @@ def refine_depth(model, V, camera: Camera, image, labels, config: FineConfig = N
     full = _crop_scale(model, V, camera, image, labels, box, size, cfg)
     if full.skin.sum() < 200 or full.unknown.sum() < 200:
         raise InputError("too little visible skin for shape from shading (fewer than 200 pixels)")
-    half = _crop_scale(model, V, camera, image, labels, box, size // 2, cfg, pixel_scale=size / (size // 2))
     times["prepare_s"] = time.perf_counter() - t_start
 
     # lighting with the mean albedo (Eq. 5, ε = 0), then albedo (Eq. 6) and specular (Eq. 8)
@@ -789,39 +805,50 @@ def refine_depth(model, V, camera: Camera, image, labels, config: FineConfig = N
     times["albedo_light_s"] = time.perf_counter() - t0
 
     solver = []
-    # phase 1: half resolution
+    gradient_term = any(lam[2] > 0 for lam in cfg.phases)
     t0 = time.perf_counter()
-    n2 = size // 2
-    down = lambda x: cv2.resize(x, (n2, n2), interpolation=cv2.INTER_AREA)  # noqa: E731
-    p1 = DepthProblem(half.depth0, half.known, half.unknown, half.skin, half.camera.K, half.image,
-                      _image_gradients(half.image), gradient_term=cfg.phases[0][2] > 0)
-    p1.set_terms(sh, down(albedo), down(specular), cfg.phases[0])
+    problem = DepthProblem(full.depth0, full.known, full.unknown, full.skin, K, full.image,
+                           _image_gradients(full.image), gradient_term=gradient_term)
+    if cfg.phase1_scale < 1.0:
+        # phase 1 on a coarser grid (its own problem), its depth change upsampled as phase 2's start
+        n1 = max(int(round(size * cfg.phase1_scale)), 16)
+        low = _crop_scale(model, V, camera, image, labels, box, n1, cfg, pixel_scale=size / n1)
+        down = lambda x: cv2.resize(x, (n1, n1), interpolation=cv2.INTER_AREA)  # noqa: E731
+        p1 = DepthProblem(low.depth0, low.known, low.unknown, low.skin, low.camera.K, low.image,
+                          _image_gradients(low.image), gradient_term=gradient_term)
+        p1.set_terms(sh, down(albedo), down(specular), cfg.phases[0])
+    else:
+        p1 = problem  # both phases solve the same problem with their own weights: one Ceres layout
+        p1.set_terms(sh, albedo, specular, cfg.phases[0])
+    if cfg.robust_scale:
+        p1.set_robust_weights(cfg.robust_scale)
     solver.append(p1.solve(cfg.iterations[0], cfg.linear_solver))
-    delta = np.where(half.unknown, p1.z - half.depth0, 0.0).astype(np.float32)
-    up = cv2.resize(delta, (size, size), interpolation=cv2.INTER_LINEAR)
-    start = np.where(full.unknown, full.depth0 + up, full.depth0)
+    if p1 is not problem:
+        delta = np.where(low.unknown, p1.z - low.depth0, 0.0).astype(np.float32)
+        up = cv2.resize(delta, (size, size), interpolation=cv2.INTER_LINEAR)
+        problem.z[:] = np.where(full.unknown, full.depth0 + up, full.depth0)
     times["depth_phase_1_s"] = time.perf_counter() - t0
 
     # albedo and specular again from the new normals (S2 alternates), then phase 2 at full resolution
     t0 = time.perf_counter()
-    _, shading = _shading(start, K, sh, full.known)
+    _, shading = _shading(problem.z, K, sh, full.known)
     albedo = fit_albedo(full.image, np.clip(shading, 1e-3, None), avg, region, cfg.albedo_avg, cfg.albedo_rtv,
                         cfg.rtv_sigma, iterations=1, start=albedo)
     specular = fit_specular(full.image, albedo * shading, full.skin, cfg.specular_reg, cfg.specular_sigma)
     times["albedo_update_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    p2 = DepthProblem(start, full.known, full.unknown, full.skin, K, full.image, _image_gradients(full.image),
-                      gradient_term=cfg.phases[1][2] > 0)
-    p2.set_terms(sh, albedo, specular, cfg.phases[1])
-    rms_before = p2.photometric_rms(full.depth0.ravel()[p2.upix])
-    solver.append(p2.solve(cfg.iterations[1], cfg.linear_solver))
-    rms_after = p2.photometric_rms()
-    depth = np.where(full.known, p2.z, 0.0)
+    problem.set_terms(sh, albedo, specular, cfg.phases[1])
+    if cfg.robust_scale:
+        problem.set_robust_weights(cfg.robust_scale)
+    rms_before = problem.photometric_rms(full.depth0.ravel()[problem.upix])  # the medium depth, final model
+    solver.append(problem.solve(cfg.iterations[1], cfg.linear_solver))
+    rms_after = problem.photometric_rms()
+    depth = np.where(full.known, problem.z, 0.0)
     times["depth_phase_2_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     V_new = displace_vertices(model, V, full.camera, full.depth0, depth, full.unknown)
     times["write_back_s"] = time.perf_counter() - t0
-    return FineResult(V_new, full.camera, box, full.depth0, depth, full.unknown, p2.photo, sh, albedo, specular,
+    return FineResult(V_new, full.camera, box, full.depth0, depth, full.unknown, problem.photo, sh, albedo, specular,
                       rms_before, rms_after, time.perf_counter() - t_start, times, solver)
 
 

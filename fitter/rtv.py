@@ -39,7 +39,7 @@ def _differences(H, W):
 def _system(H, W):
     key = (H, W)
     if key not in _caches:
-        Cx, Cy = _differences(H, W)
+        Cx, Cy = difference_operators(H, W)
         pattern = (sp.identity(H * W) + Cx.T @ Cx + Cy.T @ Cy).tocsc()
         _caches[key] = (Cx, Cy, FactorCache(pattern, max_factors=1))
         if len(_caches) > 4:
@@ -47,10 +47,16 @@ def _system(H, W):
     return _caches[key]
 
 
+_diff_cache = {}
+
+
 def difference_operators(H, W):
-    """(Cx, Cy, FactorCache): forward differences of an H×W grid and a CHOLMOD analysis of the pattern
-    I + CxᵀCx + CyᵀCy, shared by every reweighted system on that grid (built once per size)."""
-    return _system(H, W)
+    """(Cx, Cy): forward differences of an H×W grid (built once per size)."""
+    if (H, W) not in _diff_cache:
+        if len(_diff_cache) > 4:
+            _diff_cache.pop(next(iter(_diff_cache)))
+        _diff_cache[(H, W)] = _differences(H, W)
+    return _diff_cache[(H, W)]
 
 
 def rtv_weights(S, Cx, Cy, sigma, eps=1e-3, eps_s=0.02):

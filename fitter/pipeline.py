@@ -210,7 +210,13 @@ def write_result(r: FaceResult, model, outdir):
     write_image_atomic(d / "overlay.png", r.overlay)
     if r.fine is not None:
         write_fine_outputs(r.fine, d)
+    else:  # a rerun without the fine stage must not leave an earlier run's detail next to the new mesh
+        for name in FINE_OUTPUTS:
+            (d / name).unlink(missing_ok=True)
     return d
+
+
+FINE_OUTPUTS = ("depth_refined.png", "normals.png", "detail.obj")
 
 
 DEPTH_PNG_MM_PER_UNIT = 0.1

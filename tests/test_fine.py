@@ -217,3 +217,9 @@ def test_fit_writes_the_fine_outputs(ict_model, tmp_path):
     zz = 0.1 * depth[pv[inside], pu[inside]].astype(float)
     seen = zz > 0
     assert np.median(np.abs(zz[seen] - mesh.V[face][inside][seen, 2])) < 2.0
+    # a rerun without the fine stage into the same folder leaves no stale detail next to the new mesh
+    r = CliRunner().invoke(cli, ["fit", str(photo), "-o", str(tmp_path), "--stages", "coarse,medium",
+                                 "--texture-size", "64"])
+    assert r.exit_code == 0, r.output
+    assert not any((d / n).exists() for n in ("depth_refined.png", "normals.png", "detail.obj"))
+    assert "fine" not in json.loads((d / "params.json").read_text())["stages"]

@@ -71,11 +71,11 @@ class FineConfig:
     # depth (Eq. 9), two phases (λd1, λd2, λd3, λd4) in mm / [0, 1] colour units; phase 1 runs at
     # phase1_scale × the crop's resolution, phase 2 at full resolution. λd3 = 0: S2's gradient matching
     # (0.001/0.001, then 0.025/2.5) made the normals worse here (12.5° -> 17.4°, BENCHMARKS.md)
-    phases: tuple = ((0.001, 0.005, 0.0, 0.0), (0.001, 0.005, 0.0, 0.0))
+    phases: tuple = ((0.0005, 0.002, 0.0, 0.0), (0.0002, 0.001, 0.0, 0.0))
     iterations: tuple = (3, 1)         # LM iterations per phase
     phase1_scale: float = 0.5          # grid of phase 1 relative to the crop (1: both phases on one problem;
                                        # measured 1.9× slower for the same accuracy, see BENCHMARKS.md)
-    robust_scale: float = 3.0          # Cauchy scale of the photometric rows in robust σ (0: plain least squares)
+    robust_scale: float = 2.0          # Cauchy scale of the photometric rows in robust σ (0: plain least squares)
     linear_solver: str = "SPARSE_NORMAL_CHOLESKY"
 
 

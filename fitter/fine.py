@@ -646,19 +646,24 @@ def _make_tile_cost():
                 start = None if jac_ptr is None or not st.jacobian_in_place(tile, jac_ptr) else \
                     jac_ptr - 8 * R * int(rank[0])
             residuals[:] = p.R_all[tile]
+            copies = None
             if jac_ptr is not None:
                 if st.bulk_copies and start is not None and _address(jacobians[-1]) == start + 8 * R * int(rank[-1]):
                     # the tile's blocks are one contiguous run in Ceres's matrix, in Ceres's column order
                     ctypes.memmove(start, p.J_address + 8 * R * g0, 8 * R * (g1 - g0))
-                    st.n_memmove += 1
+                    copies = "memmove"
                 else:
-                    st.n_blockwise += 1
+                    copies = "blockwise"
                     for k, jac in enumerate(jacobians):
                         if jac is not None:
                             o = int(p.block_position[g0 + k]) * R
                             jac[:] = p.J_all[o:o + R]
             with st.lock:
                 st.copy_seconds += time.perf_counter() - t0
+                if copies == "memmove":
+                    st.n_memmove += 1
+                elif copies == "blockwise":
+                    st.n_blockwise += 1
                 st.done += 1
                 if st.done == st.n_tiles:
                     st.started = st.done = 0

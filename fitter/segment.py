@@ -49,8 +49,14 @@ def _fill(mask, poly, value=1):
     cv2.fillPoly(mask, [np.round(poly * 16).astype(np.int32)], value, lineType=cv2.LINE_8, shift=4)
 
 
+MIN_PERSON_COVER = 0.3  # below this share of the face oval the person mask has missed the face
+
+
 def parse_face(image, face: FaceLandmarks, person=None, person_threshold=0.5):
-    """(H, W) uint8 FaceLabel map of one face. `person` is person_mask(image) when already computed."""
+    """(H, W) uint8 FaceLabel map of one face. `person` is person_mask(image) when already computed.
+    Skin is the face oval where the person mask says "person"; when the mask misses the face altogether
+    (it covers < 30 % of the oval: e.g. the selfie model on a small grey portrait or a render), the oval
+    alone is used, since the landmarks themselves say where the face is."""
     H, W = image.shape[:2]
     P = face.points
     outlines = polygons()
@@ -59,7 +65,11 @@ def parse_face(image, face: FaceLandmarks, person=None, person_threshold=0.5):
     _fill(oval, ring(P, outlines["face_oval"]))
     if person is None:
         person = person_mask(image)
-    labels[(oval > 0) & (person >= person_threshold)] = FaceLabel.SKIN
+    inside = oval > 0
+    is_person = person >= person_threshold
+    if inside.any() and is_person[inside].mean() < MIN_PERSON_COVER:
+        is_person = np.ones_like(is_person)
+    labels[inside & is_person] = FaceLabel.SKIN
     for name, label in (("left_brow", FaceLabel.BROWS), ("right_brow", FaceLabel.BROWS),
                         ("left_eye", FaceLabel.EYES), ("right_eye", FaceLabel.EYES),
                         ("outer_lips", FaceLabel.LIPS), ("inner_lips", FaceLabel.INNER_MOUTH)):

@@ -85,3 +85,11 @@ def test_face_parsing_separates_features_by_colour():
     assert redness[lips].mean() > redness[skin].mean()  # lips are redder than skin
     # the person mask covers the face and leaves out the photo's corners
     assert person[skin].mean() > 0.9 and person[:20, :20].mean() < 0.5
+    # a person mask that missed the face (as the selfie model does on small grey portraits) is not
+    # allowed to erase the skin: the landmark oval alone decides; one that covers part of it is kept
+    missed = parse_face(img, face, np.zeros_like(person))
+    assert abs(int((missed == FaceLabel.SKIN).sum()) - counts[FaceLabel.SKIN]) < 0.05 * counts[FaceLabel.SKIN]
+    half = person.copy()
+    half[:, : int(np.median(np.nonzero(skin)[1]))] = 0  # the left half of the face is "not person"
+    cut = parse_face(img, face, half)
+    assert (cut == FaceLabel.SKIN).sum() < 0.7 * counts[FaceLabel.SKIN]

@@ -300,6 +300,21 @@ def _five_points(p68):
     return np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
 
 
+def scan_render(scan, frame, colors, yaw, pitch, rng, image_size, focal_px, distance_mm=650.0):
+    """One Florence-style render of a ground-truth scan: (camera, uint8 image) seen at yaw/pitch (degrees)
+    from `distance_mm` in front of its nose tip, random light and background from `rng`."""
+    from .camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+    from .render import get_renderer
+
+    Rm = MODEL_TO_OPENCV @ rotation_matrix(yaw, pitch) @ frame.R  # scan -> face frame -> camera
+    cam = Camera(intrinsics(focal_px, image_size, image_size), Rm,
+                 np.array([0, 0, distance_mm]) - Rm @ frame.nose_tip, image_size, image_size)
+    light = (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0)
+    img = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=light,
+                                background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+    return cam, img
+
+
 def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=1000.0, seed=0, log=print):
     """Fit renders of real scans (yaw -90..90 step 15 x pitch -20/0/20, random light, 640², f = 1000 px,
     650 mm) and score each fit by the MICC protocol against the scan; the mean face and eos (on the same
@@ -308,7 +323,6 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
 
     from . import landmarks as lmk
     from . import store
-    from .camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
     from .coarse import fit_landmarks
     from .embedding import load_embedding
     from .errors import NoFaceError
@@ -331,12 +345,7 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
         rows = []
         for yaw in FLORENCE_YAWS:
             for pitch in FLORENCE_PITCHES:
-                Rm = MODEL_TO_OPENCV @ rotation_matrix(yaw, pitch) @ frame.R  # scan -> face frame -> camera
-                cam = Camera(intrinsics(focal_px, image_size, image_size), Rm,
-                             np.array([0, 0, 650.0]) - Rm @ frame.nose_tip, image_size, image_size)
-                light = (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0)
-                img = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=light,
-                                            background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+                cam, img = scan_render(scan, frame, colors, yaw, pitch, rng, image_size, focal_px)
                 row = {"yaw": yaw, "pitch": pitch}
                 try:
                     pts = lmk.detect_landmarks(img)[0].points
@@ -834,10 +843,10 @@ def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None)
     cam = Camera(fine_result.camera.K, R_true, t_true, fine_result.camera.width, fine_result.camera.height)
     gt = get_renderer().render(V_true, F_true, cam).depth.astype(float)
     m = fine_result.unknown & fine_result.skin & (gt > 0)
-    n_gt = depth_normals(gt, cam.K)[0]
+    n_gt = depth_normals(gt, cam.K)
     out = {"pixels": int(m.sum())}
     for tag, d in (("medium", fine_result.depth0), ("fine", fine_result.depth)):
-        n = depth_normals(d, cam.K)[0]
+        n = depth_normals(d, cam.K)
         diff = (d - gt)[m]
         out[f"{tag}_depth_mm"] = float(np.mean(np.abs(diff - np.median(diff))))
         out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(n[m], n_gt[m])))
@@ -898,11 +907,9 @@ def fine_scans(name="ict", data_dir=None, image_size=640, focal_px=1000.0, yaws=
 
     from . import landmarks as lmk
     from . import store
-    from .camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
     from .errors import NoFaceError
     from .evaluate import micc_error
     from .pipeline import fit_photo
-    from .render import get_renderer
     from .scan import render_colors
 
     model = store.load_model(name)
@@ -915,12 +922,7 @@ def fine_scans(name="ict", data_dir=None, image_size=640, focal_px=1000.0, yaws=
         colors = render_colors(scan)
         rows = []
         for yaw in yaws:
-            Rm = MODEL_TO_OPENCV @ rotation_matrix(yaw, 0.0) @ frame.R
-            cam = Camera(intrinsics(focal_px, image_size, image_size), Rm,
-                         np.array([0, 0, 650.0]) - Rm @ frame.nose_tip, image_size, image_size)
-            light = (rng.uniform(-0.6, 0.6), rng.uniform(-0.6, 0.2), -1.0)
-            img = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=light,
-                                        background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
+            cam, img = scan_render(scan, frame, colors, yaw, 0.0, rng, image_size, focal_px)
             try:
                 r = fit_photo(f"{folder}_{yaw}.png", model, ("coarse", "medium", "fine"), focal=focal_px, image=img,
                               texture_size=256, fine_config=config)[0]

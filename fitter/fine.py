@@ -106,7 +106,7 @@ class FineResult:
         valid[:, :-1] &= ok[:, 1:]
         valid[:-1] &= ok[1:]
         valid[-1] = valid[:, -1] = False
-        return depth_normals(d, self.camera.K)[0], valid
+        return depth_normals(d, self.camera.K), valid
 
     def to_dict(self):
         return {"seconds": round(self.seconds, 4), "crop_box": [int(v) for v in self.crop_box],
@@ -155,25 +155,27 @@ def pixel_rays(K, h, w):
     return np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=2)
 
 
-def depth_normals(depth, K, rays=None):
-    """Unit normals (h, w, 3) from a depth map (mm) by forward differences, pointing at the camera, and
-    the Jacobian pieces: m (unnormalised), dm/dz at the pixel, its right and its lower neighbour (each
-    (h, w, 3)). The last row and column repeat their neighbours' normals."""
-    h, w = depth.shape
-    r = pixel_rays(K, h, w) if rays is None else rays
-    X = depth[..., None] * r
+def forward_normals(z, z_right, z_down, r, r_right, r_down):
+    """The forward-difference normal of pixels (any leading shape, last axis xyz): with X = z r and its
+    right and lower neighbours, a = X_right − X, b = X_down − X, m = b × a (camera frame, pointing at
+    the camera). Returns (unit normal, |m|, a, b); a and b also give m's derivatives w.r.t. the depths."""
+    X = z[..., None] * r
+    a = z_right[..., None] * r_right - X
+    b = z_down[..., None] * r_down - X
+    m = np.cross(b, a)
+    norm = np.maximum(np.linalg.norm(m, axis=-1, keepdims=True), 1e-12)
+    return m / norm, norm, a, b
+
+
+def depth_normals(depth, K):
+    """(h, w, 3) unit normals of a depth map (mm) by forward differences (`forward_normals`); the last
+    row and column use depths repeated and rays extrapolated past the border."""
+    r = pixel_rays(K, *depth.shape)
     zr = np.concatenate([depth[:, 1:], depth[:, -1:]], axis=1)
     zd = np.concatenate([depth[1:], depth[-1:]], axis=0)
     rr = np.concatenate([r[:, 1:], r[:, -1:] + (r[:, -1:] - r[:, -2:-1])], axis=1)
     rd = np.concatenate([r[1:], r[-1:] + (r[-1:] - r[-2:-1])], axis=0)
-    a = zr[..., None] * rr - X
-    b = zd[..., None] * rd - X
-    m = np.cross(b, a)
-    dm_p = np.cross(r, b - a)
-    dm_r = np.cross(b, rr)
-    dm_d = np.cross(rd, a)
-    n = m / np.maximum(np.linalg.norm(m, axis=2, keepdims=True), 1e-12)
-    return n, m, dm_p, dm_r, dm_d
+    return forward_normals(depth, zr, zd, r, rr, rd)[0]
 
 
 def sh_gradient(n):
@@ -209,12 +211,14 @@ def region_average_albedo(image, shading, labels, mask):
     out = np.zeros_like(image)
     ratio = image / np.maximum(shading, 1e-3)
     ok = mask & (shading.min(axis=2) > 0.05)
-    skin_avg = np.median(ratio[ok & (labels == 1)], axis=0) if (ok & (labels == 1)).any() else \
+    from .segment import FaceLabel
+
+    skin = ok & (labels == FaceLabel.SKIN)
+    out[:] = np.median(ratio[skin], axis=0) if skin.any() else \
         (np.median(ratio[ok], axis=0) if ok.any() else np.full(3, 0.6))
-    out[:] = skin_avg
     for lab in np.unique(labels):
         sel = ok & (labels == lab)
-        if lab != 1 and sel.sum() >= 20:
+        if lab != FaceLabel.SKIN and sel.sum() >= 20:
             out[labels == lab] = np.median(ratio[sel], axis=0)
     return np.clip(out, 0.02, 1.5)
 
@@ -272,7 +276,6 @@ class DepthProblem:
         self.ROWS = 5 if gradient_term else 3
         self.h, self.w = depth0.shape
         self.K = K
-        self.rays = pixel_rays(K, self.h, self.w)
         self.depth0 = depth0
         self.unknown = unknown
         self.uidx = np.full(depth0.shape, -1, np.int64)
@@ -292,15 +295,12 @@ class DepthProblem:
         ud = np.zeros_like(unknown)
         ud[:-1] = unknown[1:]
         self.photo = skin & known & right & down & (unknown | ur | ud)
-        self.grad_x = self.photo.copy()
-        self.grad_y = self.photo.copy()
         # tiles: every 4×4 block holding an unknown or a photometric pixel
         ty, tx = np.divmod(np.arange(h * w), w)
         tile_of = (ty // TILE) * ((w + TILE - 1) // TILE) + tx // TILE
         active = (unknown | self.photo).ravel()
-        tiles, self.tile_of = np.unique(tile_of[active], return_inverse=True)
+        tiles, self.pix_tile = np.unique(tile_of[active], return_inverse=True)  # tile of each residual pixel
         self.pix = np.flatnonzero(active)                          # residual pixels (flat index)
-        self.pix_tile = self.tile_of                               # their tile (0..T-1)
         self.n_tiles = len(tiles)
         self.pix_slot = (ty[self.pix] % TILE) * TILE + tx[self.pix] % TILE  # slot within the tile
         self.R = TILE * TILE * self.ROWS
@@ -329,7 +329,6 @@ class DepthProblem:
         own = tile_of_unknown[ku] == kt
         self.own_cols = [np.flatnonzero(own[starts[t]:starts[t + 1]]) for t in range(self.n_tiles)]
         self.key, self.key_starts = key, starts
-        self.P = int(np.diff(starts).max())
         self.nb, self.nbu = nb, nbu
         self.R_all = np.zeros((self.n_tiles, self.R))
         # Jacobians of all tiles in one array, tile after tile, each (its parameters × R) parameter-major:
@@ -366,6 +365,7 @@ class DepthProblem:
         self.ph = self.photo.ravel()[pix]
         self.photo_weight = np.ones(len(pix))   # robust weights of the photometric rows (set_robust_weights)
         self.isu = self.uidx.ravel()[pix] >= 0
+        self.d0_p = self.depth0.ravel()[pix]
         self.lap_ok = self.isu & np.all(self.nb_inside, axis=1)
         t = np.repeat(self.pix_tile[:, None], 5, axis=1)
         self.cols = np.where(self.nbu >= 0, self.local_col(t, np.maximum(self.nbu, 0)), -1)
@@ -441,18 +441,13 @@ class DepthProblem:
         zf[self.upix] = z_unknown
         l1, l2, l3, l4 = self.lam
         pix, ph = self.pix, self.ph
-        zp, zr, zd = zf[pix], zf[self.p_r], zf[self.p_d]
-        X = zp[:, None] * self.r_p
-        a = zr[:, None] * self.r_r - X
-        b = zd[:, None] * self.r_d - X
-        m = np.cross(b, a)
-        mn = np.maximum(np.linalg.norm(m, axis=1), 1e-12)[:, None]
-        n = m / mn
+        zp = zf[pix]
+        n, mn, a, b = forward_normals(zp, zf[self.p_r], zf[self.p_d], self.r_p, self.r_r, self.r_d)
         res_rgb = self.alb_p * (sh_basis(n) @ self.sh) + self.spec_p[:, None] - self.img_p
         nbz = zf[self.nb]
         R = self.R_all.reshape(-1)
         R[self.res_at[0]] = (res_rgb @ LUMA) * ph * self.photo_weight
-        R[self.res_at[1]] = np.sqrt(l1) * (zp - self.depth0.reshape(-1)[pix]) * self.isu
+        R[self.res_at[1]] = np.sqrt(l1) * (zp - self.d0_p) * self.isu
         R[self.res_at[2]] = np.sqrt(l2) * (4 * nbz[:, 0] - nbz[:, 1:].sum(1)) * self.lap_ok
         if self.ROWS == 5:  # gradient matching on the height h = −z: ∇I − λd4 ∇h = ∇I + λd4 ∇z
             R[self.res_at[3]] = np.sqrt(l3) * (self.gx_p + l4 * (nbz[:, 1] - nbz[:, 0])) * ph
@@ -469,15 +464,19 @@ class DepthProblem:
         self.python_seconds += time.perf_counter() - t0
 
     def photometric_rms(self, z_unknown=None):
-        z = self.z.copy()
+        """RMS colour residual ([0, 1] units) over the photometric pixels, at the current depths or with
+        the unknowns set to `z_unknown`; unweighted by the robust weights."""
+        zf = self.z.ravel().copy()
         if z_unknown is not None:
-            z.ravel()[self.upix] = z_unknown
-        n = depth_normals(z, self.K, self.rays)[0]
-        m = self.photo
-        pred = self.albedo[m] * (sh_basis(n[m]) @ self.sh) + self.specular[m][:, None]
-        return float(np.sqrt(np.mean((pred - self.image[m]) ** 2))) if m.any() else 0.0
+            zf[self.upix] = z_unknown
+        ph = self.ph
+        if not ph.any():
+            return 0.0
+        n = forward_normals(zf[self.pix], zf[self.p_r], zf[self.p_d], self.r_p, self.r_r, self.r_d)[0][ph]
+        pred = self.alb_p[ph] * (sh_basis(n) @ self.sh) + self.spec_p[ph][:, None]
+        return float(np.sqrt(np.mean((pred - self.img_p[ph]) ** 2)))
 
-    def solve(self, iterations, linear_solver, threads=2, extra_options=None):
+    def solve(self, iterations, linear_solver, threads=2):
         """Run Ceres from the current depths; returns a dict of its summary figures."""
         import pyceres
 
@@ -504,8 +503,6 @@ class DepthProblem:
         opts.minimizer_progress_to_stdout = False
         opts.logging_type = pyceres.LoggingType.SILENT
         opts.function_tolerance = 1e-5
-        for k, v in (extra_options or {}).items():
-            setattr(opts, k, v)
         summary = pyceres.SolverSummary()
         self.python_seconds = 0.0
         t0 = time.perf_counter()
@@ -764,8 +761,13 @@ def _image_gradients(image):
     return gx, gy
 
 
+def _surface_normals(depth, K, mask):
+    """Normals of the depth inside `mask`, the outside filled with the mean depth (no edge artefacts)."""
+    return depth_normals(np.where(mask, depth, depth[mask].mean() if mask.any() else 1.0), K)
+
+
 def _shading(depth, K, sh, mask):
-    n = depth_normals(np.where(mask, depth, depth[mask].mean() if mask.any() else 1.0), K)[0]
+    n = _surface_normals(depth, K, mask)
     return n, (sh_basis(n.reshape(-1, 3)) @ sh).reshape(depth.shape + (3,))
 
 
@@ -797,7 +799,7 @@ def refine_depth(model, V, camera: Camera, image, labels, config: FineConfig = N
     t0 = time.perf_counter()
     K = full.camera.K
     region = full.known & (full.labels > 0)
-    n0 = depth_normals(np.where(full.known, full.depth0, full.depth0[full.known].mean()), K)[0]
+    n0 = _surface_normals(full.depth0, K, full.known)
     flat = region_average_albedo(full.image, np.ones_like(full.image), full.labels, region)
     sh = fit_lighting(n0, full.image, flat, full.skin)
     _, shading = _shading(full.depth0, K, sh, full.known)

@@ -49,7 +49,7 @@ def test_normals_of_a_tilted_plane_are_exact():
     # plane n·X = d  ->  depth along each ray: z = d / (n·r)
     r = fine.pixel_rays(K, 64, 64)
     depth = -500.0 / (r @ n_true)
-    n = fine.depth_normals(depth, K)[0]
+    n = fine.depth_normals(depth, K)
     assert np.abs(n[:-1, :-1] - n_true).max() < 1e-9
 
 
@@ -93,9 +93,9 @@ def test_depth_solve_on_a_lit_sphere_converges_to_the_sphere():
     P.set_terms(L, albedo, zero, (0.0001, 0.001, 0.0, 0.0))
     summary = P.solve(15, "SPARSE_NORMAL_CHOLESKY")
     m = unknown
-    err0 = _angles(fine.depth_normals(d0, K)[0][m], normals[m]).mean()
-    err1 = _angles(fine.depth_normals(P.z, K)[0][m], normals[m]).mean()
-    floor = _angles(fine.depth_normals(np.where(known, depth, 0), K)[0][m], normals[m]).mean()
+    err0 = _angles(fine.depth_normals(d0, K)[m], normals[m]).mean()
+    err1 = _angles(fine.depth_normals(P.z, K)[m], normals[m]).mean()
+    floor = _angles(fine.depth_normals(np.where(known, depth, 0), K)[m], normals[m]).mean()
     # measured: cost −91 %, normal error 8.0° → 4.0° (forward-difference floor 0.9°), depth 0.60 → 0.30 mm;
     # what is left is shape from shading's blind direction (ripples across the light)
     assert summary["final_cost"] < 0.15 * summary["initial_cost"]

@@ -35,6 +35,13 @@ class Camera:
                       int(d.get("width", 0)), int(d.get("height", 0)))
 
 
+def crop_matrix(x0, y0, side, size):
+    """3×3 A with crop pixel = A · image pixel for the square (x0, y0, side) of an image resampled to
+    size×size (pixel centres: u′ + 0.5 = s (u − x0 + 0.5), s = size / side). The crop's camera has K′ = A K."""
+    s = size / side
+    return np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5], [0, 0, 1.0]])
+
+
 def intrinsics(focal_px, width, height):
     """K for square pixels with the principal point at the image centre ((W-1)/2, (H-1)/2)."""
     return np.array([[focal_px, 0, (width - 1) / 2.0], [0, focal_px, (height - 1) / 2.0], [0, 0, 1.0]])

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from .camera import Camera
+from .camera import Camera, crop_matrix
 from .errors import InputError
 from .mesh import vertex_normals
 from .render import get_renderer
@@ -76,6 +76,7 @@ class FineConfig:
     phase1_scale: float = 0.5          # grid of phase 1 relative to the crop (1: both phases on one problem;
                                        # measured 1.9× slower for the same accuracy, see BENCHMARKS.md)
     robust_scale: float = 2.0          # Cauchy scale of the photometric rows in robust σ (0: plain least squares)
+    highlight_scale: float = 0.0       # > 0: photometric rows weighted by 1/√(1 + (β/this)²), β the specular layer
     linear_solver: str = "SPARSE_NORMAL_CHOLESKY"
 
 
@@ -143,9 +144,7 @@ def crop_image(image, box, size):
     patch = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
     interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
     out = cv2.resize(patch, (size, size), interpolation=interp)
-    s = size / side  # pixel centres: u' + 0.5 = s (u − x0 + 0.5)
-    A = np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5], [0, 0, 1.0]])
-    return out, A
+    return out, crop_matrix(x0, y0, side, size)
 
 
 # --- normals from depth --------------------------------------------------------------------------------
@@ -363,7 +362,7 @@ class DepthProblem:
         self.p_r = np.where(px < w - 1, pix + 1, pix)
         self.p_d = np.where(py < h - 1, pix + w, pix)
         self.ph = self.photo.ravel()[pix]
-        self.photo_weight = np.ones(len(pix))   # robust weights of the photometric rows (set_robust_weights)
+        self.photo_weight = np.ones(len(pix))   # weights of the photometric rows (set_photo_weights)
         self.isu = self.uidx.ravel()[pix] >= 0
         self.d0_p = self.depth0.ravel()[pix]
         self.lap_ok = self.isu & np.all(self.nb_inside, axis=1)
@@ -422,16 +421,25 @@ class DepthProblem:
             sel = (cols[:, 0] >= 0) & self.ph
             J[flat(sel, 0, row)] = -np.sqrt(l3) * l4
 
-    def set_robust_weights(self, scale=3.0):
-        """Cauchy weights √w = 1/√(1 + (r/σ)²) on the photometric rows from their residuals at the current
-        depth, σ = `scale` × 1.4826 × median |r|: pixels the shading model cannot explain at all (glasses
-        frames, hair strands, piercing highlights) stop pulling the depth (IRLS, one reweighting per phase)."""
+    def set_photo_weights(self, robust_scale=3.0, highlight_scale=0.0):
+        """Weights √w on the photometric rows, a product of two factors (1 where a factor is off):
+        - Cauchy, 1/√(1 + (r/σ)²) from the residuals at the current depth, σ = `robust_scale` × 1.4826 ×
+          median |r|: pixels the shading model cannot explain at all (glasses frames, hair strands) stop
+          pulling the depth (IRLS, one reweighting per phase);
+        - highlights, 1/√(1 + (β/`highlight_scale`)²) with β the specular layer ([0, 1] colour units): a
+          highlight follows the normal far more sharply than the low-passed β can, so where β is large the
+          residual is the highlight's structure rather than diffuse shading."""
         self.photo_weight = np.ones(len(self.pix))
-        self.compute(self.z.ravel()[self.upix], False)
-        r = self.R_all.reshape(-1)[self.res_at[0]]
-        sigma = scale * 1.4826 * max(float(np.median(np.abs(r[self.ph]))), 1e-6)
-        self.photo_weight = 1.0 / np.sqrt(1.0 + (r / sigma) ** 2)
-        return self.photo_weight
+        weight = np.ones(len(self.pix))
+        if robust_scale:
+            self.compute(self.z.ravel()[self.upix], False)
+            r = self.R_all.reshape(-1)[self.res_at[0]]
+            sigma = robust_scale * 1.4826 * max(float(np.median(np.abs(r[self.ph]))), 1e-6)
+            weight /= np.sqrt(1.0 + (r / sigma) ** 2)
+        if highlight_scale:
+            weight /= np.sqrt(1.0 + (self.spec_p / highlight_scale) ** 2)
+        self.photo_weight = weight
+        return weight
 
     def compute(self, z_unknown, jacobians):
         """Fill R_all (and the depth-dependent entries of J_all) at the given unknown depths, for every
@@ -827,8 +835,7 @@ def refine_depth(model, V, camera: Camera, image, labels, config: FineConfig = N
     else:
         p1 = problem  # both phases solve the same problem with their own weights: one Ceres layout
         p1.set_terms(sh, albedo, specular, cfg.phases[0])
-    if cfg.robust_scale:
-        p1.set_robust_weights(cfg.robust_scale)
+    p1.set_photo_weights(cfg.robust_scale, cfg.highlight_scale)
     solver.append(p1.solve(cfg.iterations[0], cfg.linear_solver))
     if p1 is not problem:
         delta = np.where(low.unknown, p1.z - low.depth0, 0.0).astype(np.float32)
@@ -845,8 +852,7 @@ def refine_depth(model, V, camera: Camera, image, labels, config: FineConfig = N
     times["albedo_update_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     problem.set_terms(sh, albedo, specular, cfg.phases[1])
-    if cfg.robust_scale:
-        problem.set_robust_weights(cfg.robust_scale)
+    problem.set_photo_weights(cfg.robust_scale, cfg.highlight_scale)
     rms_before = problem.photometric_rms(full.depth0.ravel()[problem.upix])  # the medium depth, final model
     solver.append(problem.solve(cfg.iterations[1], cfg.linear_solver))
     rms_after = problem.photometric_rms()

@@ -327,7 +327,7 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
     from .embedding import load_embedding
     from .errors import NoFaceError
     from .evaluate import micc_error
-    from .medium import deform_to_landmarks
+    from .medium import deform_redetected, deform_to_landmarks
     from .render import get_renderer
     from .scan import render_colors
 
@@ -358,7 +358,9 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
                 V = model.shape(fit.identity, im.expression)
                 depth = get_renderer().render(V, model.faces_in("render"), im.camera).depth
                 Vm = deform_to_landmarks(model, emb, V, im.camera, pts, depth).vertices
-                for tag, Vr in (("ours", V), ("ours_medium", Vm), ("mean_face", model.mean)):
+                Vr = deform_redetected(model, emb, V, im.camera, pts, depth).vertices
+                for tag, Vr in (("ours", V), ("ours_medium", Vm), ("ours_medium_redetected", Vr),
+                                ("mean_face", model.mean)):
                     e = micc_error(Vr, model.faces, scan.V, scan.F, frame.nose_tip, Vr[ref[30]],
                                    _five_points(Vr[ref]), gt_pts, recon_mask=mask)
                     row[f"{tag}_mm"] = e["mean_mm"]
@@ -376,7 +378,8 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
         ok = [r for r in rows if r.get("detected")]
         res = {"renders": len(rows), "detected": len(ok),
                "detected_yaws": sorted({r["yaw"] for r in ok})}
-        for k in ("mean_face_mm", "ours_mm", "ours_rmse_mm", "ours_medium_mm", "ours_medium_rmse_mm") + (
+        for k in ("mean_face_mm", "ours_mm", "ours_rmse_mm", "ours_medium_mm", "ours_medium_rmse_mm", "ours_medium_redetected_mm",
+                  "ours_medium_redetected_rmse_mm") + (
                 ("eos_mm",) if peer else ()):
             res[k] = round(float(np.mean([r[k] for r in ok])), 3) if ok else None
         results[folder] = res
@@ -468,8 +471,9 @@ def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size
     from .coarse import fit_landmarks
     from .embedding import load_embedding, render_albedo
     from .errors import NoFaceError
+    from .detector_bias import detect_on_fit
     from .evaluate import micc_error
-    from .medium import deform_to_landmarks
+    from .medium import deform_redetected, deform_to_landmarks
     from .render import get_renderer
 
     model = store.load_model(name)
@@ -501,13 +505,20 @@ def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size
             im = fit.images[0]
             Vc = model.shape(fit.identity, im.expression)
             depth = get_renderer().render(Vc, F, im.camera).depth
+            try:
+                on_fit = detect_on_fit(model, Vc, im.camera, im.fitted_2d)
+            except NoFaceError:
+                on_fit = None
             mr = deform_to_landmarks(model, emb, Vc, im.camera, pts, depth)
+            redet = deform_redetected(model, emb, Vc, im.camera, pts, depth)
             truth = cam.project(emb.points(V, model.faces, yaw))
             for g, idx in groups.items():
-                evidence[g].append(np.stack([truth[idx] - im.fitted_2d[idx], pts[idx] - im.fitted_2d[idx]]))
-            row = {"yaw": yaw, "detected": True, "medium_ms": 1e3 * mr.seconds}
+                evidence[g].append(np.stack([truth[idx] - im.fitted_2d[idx], pts[idx] - im.fitted_2d[idx],
+                                             pts[idx] - (im.fitted_2d if on_fit is None else on_fit)[idx]]))
+            row = {"yaw": yaw, "detected": True, "medium_ms": 1e3 * mr.seconds, "redetected": redet.residual == "on_fit",
+                   "medium_redetected_ms": 1e3 * redet.seconds}
             nose = V[ref[30]]
-            for tag, Vr in (("coarse", Vc), ("medium", mr.vertices)):
+            for tag, Vr in (("coarse", Vc), ("medium", mr.vertices), ("medium_redetected", redet.vertices)):
                 row[f"{tag}_mm"] = _face_error(model, Vr, V)
                 row[f"{tag}_micc_mm"] = micc_error(Vr, model.faces, V, F_skin, nose, Vr[ref[30]],
                                                    _five_points(Vr[ref]), _five_points(V[ref]),
@@ -516,17 +527,25 @@ def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size
         log(f"identity {k + 1}/{n_identities} done")
     ok = [r for r in rows if r.get("detected")]
     out = {"renders": len(rows), "detected": len(ok)}
-    for key in ("coarse_mm", "medium_mm", "coarse_micc_mm", "medium_micc_mm", "medium_ms"):
+    out["redetected"] = sum(r["redetected"] for r in ok)
+    for key in ("coarse_mm", "medium_mm", "medium_redetected_mm", "coarse_micc_mm", "medium_micc_mm",
+                "medium_redetected_micc_mm", "medium_ms", "medium_redetected_ms"):
         out[key] = round(float(np.mean([r[key] for r in ok])), 4)
     out["medium_minus_coarse_mm"] = round(out["medium_mm"] - out["coarse_mm"], 4)
     out["medium_minus_coarse_micc_mm"] = round(out["medium_micc_mm"] - out["coarse_micc_mm"], 4)
+    out["by_yaw"] = {str(y): {k: round(float(np.mean([r[k] for r in ok if r["yaw"] == y])), 4)
+                              for k in ("coarse_mm", "medium_mm", "medium_redetected_mm", "coarse_micc_mm",
+                                        "medium_micc_mm", "medium_redetected_micc_mm")}
+                     for y in SYNTH_YAWS if any(r["yaw"] == y for r in ok)}
     ev = {}
     for g, v in evidence.items():
         if not v:
             continue
         v = np.concatenate(v, axis=1)
-        t, d = v[0].ravel(), v[1].ravel()
+        t, d, q = v[0].ravel(), v[1].ravel(), v[2].ravel()
         ev[g] = {"corr": round(float(np.corrcoef(t, d)[0, 1]), 3), "gain": round(float(t @ d / (d @ d)), 3),
+                 "on_fit_corr": round(float(np.corrcoef(t, q)[0, 1]), 3),
+                 "on_fit_gain": round(float(t @ q / (q @ q)), 3),
                  "true_rms_px": round(float(np.sqrt((t * t).mean())), 3),
                  "detected_rms_px": round(float(np.sqrt((d * d).mean())), 3)}
     out["evidence_per_region"] = ev
@@ -833,9 +852,10 @@ def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None)
     """Depth and normal errors of the medium (d₀) and fine depth maps of a FineResult against the true
     mesh rendered into the same crop pixels, over the pixels the stage solved that are skin in both.
     With V_smooth (the true mesh without its fine detail), also how much of the detail the stage
-    recovered: the true detail δ* = depth(V_true) − depth(V_smooth) against the wrinkle-scale part of the
-    stage's change δ = high-pass(fine − medium): their correlation and rms(δ − δ*) / rms(δ*) (1 for
-    the medium result, which has no detail)."""
+    recovered: the wrinkle-scale true detail δ* = high-pass(depth(V_true) − depth(V_smooth)) against the
+    wrinkle-scale change δ = high-pass(fine − medium): their correlation and rms(δ − δ*) / rms(δ*) (1 for
+    the medium result, which has no detail); and the normal error that d₀ plus the whole true detail
+    would have (a perfect detail recovery on the medium shape) and that of the smooth truth."""
     from .camera import Camera
     from .fine import depth_normals
     from .render import get_renderer
@@ -843,6 +863,9 @@ def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None)
     cam = Camera(fine_result.camera.K, R_true, t_true, fine_result.camera.width, fine_result.camera.height)
     gt = get_renderer().render(V_true, F_true, cam).depth.astype(float)
     m = fine_result.unknown & fine_result.skin & (gt > 0)
+    if V_smooth is not None:
+        smooth = get_renderer().render(V_smooth, F_true, cam).depth.astype(float)
+        m &= smooth > 0
     n_gt = depth_normals(gt, cam.K)
     out = {"pixels": int(m.sum())}
     for tag, d in (("medium", fine_result.depth0), ("fine", fine_result.depth)):
@@ -851,14 +874,19 @@ def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None)
         out[f"{tag}_depth_mm"] = float(np.mean(np.abs(diff - np.median(diff))))
         out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(n[m], n_gt[m])))
     if V_smooth is not None:
-        smooth = get_renderer().render(V_smooth, F_true, cam).depth.astype(float)
-        m &= smooth > 0
-        true_detail = (gt - smooth)[m]
-        change = _high_pass(fine_result.depth - fine_result.depth0, fine_result.depth > 0)[m]
+        # both sides through the same high-pass (σ = 3 px), over the same pixels: the stage's change also
+        # holds corrections of the medium shape, which are not detail
+        true_detail = _high_pass(np.where(m, gt - smooth, 0.0), m)[m]
+        change = _high_pass(np.where(m, fine_result.depth - fine_result.depth0, 0.0), m)[m]
         rms = float(np.sqrt(np.mean(true_detail ** 2)))
         out["true_detail_rms_mm"] = rms
         out["detail_correlation"] = float(np.corrcoef(change, true_detail)[0, 1])
         out["detail_relative_error"] = float(np.sqrt(np.mean((change - true_detail) ** 2)) / max(rms, 1e-9))
+        # what a perfect detail recovery on the medium shape would reach: d₀ plus the true detail (the rest
+        # of the error is the medium shape's own, which the d₀ prior keeps)
+        perfect = np.where(m, fine_result.depth0 + (gt - smooth), fine_result.depth0)
+        for tag, d in (("perfect_detail", perfect), ("smooth_truth", smooth)):
+            out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(depth_normals(d, cam.K)[m], n_gt[m])))
     return out
 
 
@@ -885,18 +913,39 @@ def summarise_fine(rows):
     """Means over the scored renders, per specular setting, of the fine_synthetic rows."""
     out = {}
     keys = ("medium_normal_deg", "fine_normal_deg", "medium_depth_mm", "fine_depth_mm", "true_detail_rms_mm",
-            "detail_correlation", "detail_relative_error", "rms_before", "rms_after",
+            "detail_correlation", "detail_relative_error", "perfect_detail_normal_deg", "smooth_truth_normal_deg",
+            "true_base_base_normal_deg", "true_base_fine_normal_deg", "true_base_base_depth_mm",
+            "true_base_fine_depth_mm", "true_base_detail_correlation", "true_base_detail_relative_error",
+            "rms_before", "rms_after",
             "fine_s", "ceres_s", "python_callbacks_s", "linear_solver_s", "ceres_other_s", "outside_ceres_s",
             "unknowns")
     for spec in sorted({r["specular"] for r in rows}):
         ok = [r for r in rows if r["specular"] == spec and "fine_depth_mm" in r]
         d = {"renders": len([r for r in rows if r["specular"] == spec]), "scored": len(ok)}
-        d.update({k: round(float(np.mean([r[k] for r in ok])), 4) for k in keys} if ok else {})
+        d.update({k: round(float(np.mean([r[k] for r in ok])), 4) for k in keys if k in ok[0]} if ok else {})
         if ok:
             d["fine_s_max"] = round(float(np.max([r["fine_s"] for r in ok])), 3)
             d["normal_error_change_pct"] = round(100 * (d["fine_normal_deg"] / d["medium_normal_deg"] - 1), 1)
+            d["perfect_detail_change_pct"] = round(100 * (d["perfect_detail_normal_deg"] / d["medium_normal_deg"] - 1), 1)
+            if "true_base_fine_normal_deg" in d:
+                d["true_base_change_pct"] = round(
+                    100 * (d["true_base_fine_normal_deg"] / d["true_base_base_normal_deg"] - 1), 1)
         out[f"specular_{spec}"] = d
     return out
+
+
+def _fine_from_true_base(model, V_base, camera, image, face, config, V_true, F_true, V_smooth):
+    """The fine stage started from the true shape without detail (model topology) and the true camera,
+    scored like the pipeline's result; fields prefixed `true_base_`."""
+    from .fine import refine_depth
+    from .segment import parse_face, person_mask
+
+    labels = parse_face(image, face, person_mask(image))
+    f = refine_depth(model, V_base, camera, image, labels, config)
+    e = fine_case_errors(f, V_true, F_true, camera.R, camera.t, V_smooth)
+    keep = ("medium_normal_deg", "fine_normal_deg", "medium_depth_mm", "fine_depth_mm", "detail_correlation",
+            "detail_relative_error")
+    return {"true_base_" + k.replace("medium_", "base_"): e[k] for k in keep}
 
 
 def fine_scans(name="ict", data_dir=None, image_size=640, focal_px=1000.0, yaws=(-45, -30, -15, 0, 15, 30, 45),
@@ -949,11 +998,12 @@ def fine_scans(name="ict", data_dir=None, image_size=640, focal_px=1000.0, yaws=
 
 
 def fine_synthetic(name="ict", n_faces=4, seed=SYNTH_SEED + 3, image_size=640, focal_px=1000.0,
-                   yaws=(-20, 0, 20), specular=(0.0, 0.35), config=None, log=print):
+                   yaws=(-20, 0, 20), specular=(0.0, 0.35), config=None, true_base=True, log=print):
     """Synthetic faces with known fine detail (`detailed_face`), rendered with known SH lighting and
     albedo (`sh_render`), without and with specular highlights; the photo pipeline (coarse, medium,
     fine, focal given) is run on each render and the medium and fine depth maps are scored against the
-    truth (`fine_case_errors`)."""
+    truth (`fine_case_errors`). With true_base, the fine stage is also run from the true smooth shape
+    and camera (`true_base_*` fields): its own detail recovery, without the upstream shape error."""
     from . import store
     from .camera import look_at_face
     from .errors import NoFaceError
@@ -963,7 +1013,7 @@ def fine_synthetic(name="ict", n_faces=4, seed=SYNTH_SEED + 3, image_size=640, f
     rng = np.random.default_rng(seed)
     rows = []
     for k in range(n_faces):
-        _, V, F, A, V_smooth = detailed_face(model, rng)
+        V0, V, F, A, V_smooth = detailed_face(model, rng)
         center = V[model.region("face")].mean(0)
         for yaw in yaws:
             for spec in specular:
@@ -985,6 +1035,8 @@ def fine_synthetic(name="ict", n_faces=4, seed=SYNTH_SEED + 3, image_size=640, f
                        "rms_before": r.fine.photometric_rms_before, "rms_after": r.fine.photometric_rms_after}
                 row.update(_solver_shares(r.fine))
                 row.update(fine_case_errors(r.fine, V, F, cam.R, cam.t, V_smooth))
+                if true_base:
+                    row.update(_fine_from_true_base(model, V0, cam, img, r.landmarks, config, V, F, V_smooth))
                 rows.append(row)
                 log(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
     return rows

@@ -20,9 +20,13 @@ The unknown is the displacement D (n, 3) of the n vertices of the model's face a
 - The target takes only the share of the residual that is shape (TARGET_GAIN per region: the
   least-squares gain of the true residual on the detected one, measured on synthetic faces outside the
   model's span): MediaPipe's residuals after the coarse fit are mostly detector error (correlation with
-  the true residual 0.1–0.35), so following them fully makes the shape worse (measured). Landmarks of
-  regions with no usable evidence (eyes, nose, the inner points) hold the mesh where the coarse fit put
-  it, like hidden ones.
+  the true residual −0.27…0.42 by region), so following them fully makes the shape worse (measured).
+  Landmarks of regions with no usable evidence (eyes, nose, the inner points) hold the mesh where the
+  coarse fit put it, like hidden ones.
+- `deform_redetected` uses instead detected − the detector run on a render of the coarse mesh
+  (`fitter.detector_bias`), in which the detector's bias cancels on synthetic faces (correlation
+  0.19…0.60), with TARGET_GAIN_ON_FIT. It is not the pipeline's default: on the textured real scan it
+  made the error worse (BENCHMARKS.md).
 - w_k = 0.6 for every landmark (S2's weight for its reliable regions; the per-region trust is in the
   gain, not in the weight, so that a held landmark holds as firmly as a moved one pulls).
 - a_i: an anchor that holds what no landmark sees: 0 within ANCHOR_NEAR_MM of a landmark vertex,
@@ -68,6 +72,15 @@ MEDIUM_WEIGHTS = {"eyes": 0.6, "nose": 0.6, "brows": 0.6, "lips": 0.6, "other": 
 # brows and lips (0.35, 0.33; gain 0.5) changed no error measurably but put a crease above the brows
 # and bent the lips of a smiling face (viewed): they are held where the coarse fit put them.
 TARGET_GAIN = {"contour": 0.45}
+# For the detector-consistent residual P − Q (Q: the detector run on a render of the coarse fit,
+# fitter.detector_bias), which carries evidence in every region (correlation with the true residual:
+# contour 0.47, brows 0.60, eyes 0.52, lips 0.45, nose 0.19, other 0.33; least-squares gains 0.54, 1.0,
+# 0.96, 0.66, 0.35, 0.55 on `facefit bench medium`'s renders): 0.3 × those gains. The scale was chosen on
+# a second set of 30 out-of-span renders (seed 31337): 0.25 / 0.35 / 0.5 / 0.75 × changed the face-area
+# error at yaw 0..±30 by −0.01 / −0.01 / ±0.03 / +0.01…+0.07 mm (larger shares follow the detector's
+# noise into local dents).
+TARGET_GAIN_ON_FIT = {"contour": 0.16, "brows": 0.30, "eyes": 0.29, "lips": 0.20, "nose": 0.10, "other": 0.16}
+REDETECT_MAX_YAW = 45.0   # deform_redetected: beyond it neither residual helped (±60°: both made it worse)
 ANCHOR_NEAR_MM = 10.0
 ANCHOR_FAR_MM = 25.0
 ANCHOR_WEIGHT = 1.0
@@ -83,11 +96,13 @@ def landmark_weights():
     return w
 
 
-def target_gains():
-    """(478,) share of the residual each landmark's target takes, by region (TARGET_GAIN, else 0)."""
+def target_gains(table=None):
+    """(478,) share of the residual each landmark's target takes, by region (`table`, default
+    TARGET_GAIN; 0 for a region it does not name)."""
+    table = TARGET_GAIN if table is None else table
     g = np.zeros(lmk.N_LANDMARKS)
     for name, idx in lmk.groups().items():
-        g[idx] = TARGET_GAIN.get(name, 0.0)
+        g[idx] = table.get(name, 0.0)
     return g
 
 
@@ -102,9 +117,13 @@ class MediumResult:
     seconds: float
     solve_seconds: float        # factor lookup or numeric factorisation + back-substitution
     factor_cached: bool
+    residual: str = "fitted"    # detected − ...: "on_fit" the detector on a render of the fit, "fitted" the fit;
+                                # "none": no usable evidence, the coarse shape held
+    redetect_seconds: float = 0.0   # rendering the fit and detecting on it (included in seconds)
 
     def to_dict(self):
-        return {"active_landmarks": int(self.active.sum()), "error_before_px": round(self.error_before_px, 4),
+        return {"residual": self.residual, "redetect_seconds": round(self.redetect_seconds, 5),
+                "active_landmarks": int(self.active.sum()), "error_before_px": round(self.error_before_px, 4),
                 "error_after_px": round(self.error_after_px, 4),
                 "max_displacement_mm": round(self.max_displacement_mm, 4), "seconds": round(self.seconds, 5),
                 "solve_seconds": round(self.solve_seconds, 5), "factor_cached": bool(self.factor_cached)}
@@ -234,13 +253,16 @@ def laplacian_deformer(model, emb):
 
 
 def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected,
-                        depth, sigma_px=None):
+                        depth, sigma_px=None, on_fit=None):
     """Medium stage for one photo.
 
     V: (N, 3) coarse mesh (model frame, mm); camera: its fitted camera; detected: (478, 2) landmark
     pixels; depth: (H, W) the coarse mesh rendered with `camera` (mm, 0 = background), which decides
     the visibility of each landmark; sigma_px: the landmark noise for the outlier shrink (default:
-    5 % of the detected interocular distance, as the coarse fit).
+    5 % of the detected interocular distance, as the coarse fit); on_fit: (478, 2) the detector's
+    landmarks on a render of V (`fitter.detector_bias.detect_on_fit`): the residual is then
+    detected − on_fit (the detector's own bias cancels) with the TARGET_GAIN_ON_FIT gains, instead of
+    detected − the fitted landmarks with TARGET_GAIN.
     """
     from .coarse import NOISE_FRACTION_OF_IOD, landmark_basis
 
@@ -262,13 +284,13 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
     if sigma_px is None:
         p68 = lmk.to_68(detected)
         sigma_px = max(NOISE_FRACTION_OF_IOD * float(np.linalg.norm(p68[36] - p68[45])), 0.5)
-    r = detected - q
+    r = detected - (q if on_fit is None else np.asarray(on_fit, float))
     rn = np.linalg.norm(r, axis=1)
     r *= np.minimum(1.0, OUTLIER_SIGMAS * sigma_px / np.maximum(rn, 1e-12))[:, None]
     # targets: the (shrunk) detected pixel back-projected at the fitted point's depth z′, minus the point
     rays = np.column_stack([r, np.zeros(len(r))]) @ np.linalg.inv(camera.K).T  # K⁻¹[s,1] − K⁻¹[q,1]
     targets = (Pc[:, 2:3] * rays) @ camera.R  # camera -> model frame (rows: Rᵀ δ)
-    targets *= target_gains()[:, None]
+    targets *= target_gains(None if on_fit is None else TARGET_GAIN_ON_FIT)[:, None]
     targets[~active] = 0.0
     t1 = time.perf_counter()
     D_local, cached = deformer.solve(b, targets)
@@ -281,4 +303,30 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
         return float(np.median(np.linalg.norm(qq[idx] - detected[idx], axis=1))) if len(idx) else 0.0
 
     return MediumResult(V_new, active, q_new, err(q), err(q_new), float(np.linalg.norm(D_local, axis=1).max(initial=0.0)),
-                        time.perf_counter() - t0, solve_s, cached)
+                        time.perf_counter() - t0, solve_s, cached, "fitted" if on_fit is None else "on_fit")
+
+
+def deform_redetected(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected, depth):
+    """The medium stage with the detector-consistent residual: the detector is also run on a render of
+    the coarse mesh V (`fitter.detector_bias`) and the residual is detected − that detection. Where it
+    gives no evidence (a view beyond REDETECT_MAX_YAW, or no face found on the render) the coarse shape
+    is held (residual "none"). Not the pipeline's default: it helps on synthetic faces but not on the
+    textured real scan (BENCHMARKS.md, medium stage)."""
+    from .detector_bias import detect_on_fit
+    from .errors import NoFaceError
+
+    t0 = time.perf_counter()
+    yaw = yaw_of_rotation(camera.R)
+    on_fit, kind = np.asarray(detected, float), "none"  # a zero residual: nothing moves
+    if abs(yaw) <= REDETECT_MAX_YAW:
+        try:
+            on_fit = detect_on_fit(model, V, camera, camera.project(emb.points(V, model.faces, yaw)))
+            kind = "on_fit"
+        except NoFaceError:
+            pass
+    t_redetect = time.perf_counter() - t0
+    res = deform_to_landmarks(model, emb, V, camera, detected, depth, on_fit=on_fit)
+    res.residual = kind
+    res.redetect_seconds = t_redetect
+    res.seconds += t_redetect
+    return res

@@ -119,3 +119,52 @@ def test_adjacency_is_symmetric_for_the_laplacian():
     A = adjacency(F, len(V))
     assert (A != A.T).nnz == 0
 
+
+
+def test_face_crop_camera_maps_projections_by_its_matrix(coarse_view):
+    from fitter.detector_bias import face_crop_camera
+
+    m, emb, V, cam, depth = coarse_view
+    q = cam.project(emb.points(V, m.faces, 20))
+    crop, A = face_crop_camera(cam, q, 320)
+    X = V[m.region("face")][::50]
+    np.testing.assert_allclose(crop.project(X), (np.c_[cam.project(X), np.ones(len(X))] @ A.T)[:, :2], atol=1e-9)
+    inside = crop.project(emb.points(V, m.faces, 20))
+    assert inside.min() > 0.2 * 320 * 0.25 and inside.max() < 320 - 0.2 * 320 * 0.25  # margin on every side
+
+
+def test_detection_on_the_fits_own_render_cancels_the_detector_bias(coarse_view):
+    """A photo that is a render of the coarse mesh itself (the detector-bias render's light and albedo)
+    gives the detector-consistent residual ≈ 0, so `deform_redetected` leaves the mesh where it is,
+    while the plain residual (detected − fitted) is the detector's own bias there and moves it."""
+    from fitter import detector_bias as db
+    from fitter import landmarks as lmk
+    from fitter.medium import deform_redetected
+
+    m, emb, V, cam, depth = coarse_view
+    q = cam.project(emb.points(V, m.faces, 20))
+    photo, A = db.render_face_crop(m, V, cam, q)                     # the "photo": 320² face crop
+    P = lmk.detect_landmarks(photo)[0].points
+    P = (np.c_[P, np.ones(len(P))] @ np.linalg.inv(A).T)[:, :2]      # in the fit's image pixels
+    Q = db.detect_on_fit(m, V, cam, q)
+    assert np.median(np.linalg.norm(Q - P, axis=1)) < 0.05             # same image, same detector
+    assert np.median(np.linalg.norm(P - q, axis=1)) > 0.5              # the bias the plain residual sees
+    res = deform_redetected(m, emb, V, cam, P, depth)
+    assert res.residual == "on_fit" and res.redetect_seconds > 0
+    assert np.linalg.norm(res.vertices - V, axis=1).max() < 0.05
+    plain = deform_to_landmarks(m, emb, V, cam, P, depth)
+    assert plain.residual == "fitted" and np.linalg.norm(plain.vertices - V, axis=1).max() > 0.2
+
+
+def test_redetected_medium_holds_the_coarse_shape_beyond_its_yaw(ict_model):
+    from fitter.medium import REDETECT_MAX_YAW, deform_redetected
+
+    m = ict_model
+    emb = load_embedding(m)
+    V = m.mean
+    cam = look_at_face(V[m.region("face")].mean(0), REDETECT_MAX_YAW + 15, 0, 600, 1000, 640, 640)
+    depth = get_renderer().render(V, m.faces_in("render"), cam).depth
+    q = cam.project(emb.points(V, m.faces, REDETECT_MAX_YAW + 15))
+    detected = q + np.random.default_rng(0).normal(0, 3.0, q.shape)
+    res = deform_redetected(m, emb, V, cam, detected, depth)
+    assert res.residual == "none" and np.abs(res.vertices - V).max() == 0.0

@@ -510,7 +510,7 @@ def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size
             except NoFaceError:
                 on_fit = None
             mr = deform_to_landmarks(model, emb, Vc, im.camera, pts, depth)
-            redet = deform_redetected(model, emb, Vc, im.camera, pts, depth)
+            redet = deform_redetected(model, emb, Vc, im.camera, pts, depth, on_fit=on_fit)
             truth = cam.project(emb.points(V, model.faces, yaw))
             for g, idx in groups.items():
                 evidence[g].append(np.stack([truth[idx] - im.fitted_2d[idx], pts[idx] - im.fitted_2d[idx],

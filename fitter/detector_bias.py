@@ -14,10 +14,9 @@ renders (fitter.embedding), so the detector sees the kind of image the embedding
 import numpy as np
 
 from .camera import Camera, crop_matrix
-from .embedding import render_albedo
+from .embedding import RENDER_BACKGROUND, render_albedo
 
 RENDER_LIGHT = (0.0, -0.25, -1.0)          # the mean light of the embedding's renders
-RENDER_BACKGROUND = (0.25, 0.25, 0.28)
 RENDER_PX = 320                            # side of the rendered face crop
 
 
@@ -39,9 +38,7 @@ def render_face_crop(model, V, camera: Camera, points_2d, size=RENDER_PX):
 
     cam, A = face_crop_camera(camera, np.asarray(points_2d, float), size)
     F = model.faces_in("render") if "render" in model.regions else model.faces
-    if "render_albedo" not in model.cache:  # 0.3 s for ICT: once per model object
-        model.cache["render_albedo"] = render_albedo(model)
-    img = get_renderer().render(V, F, cam, vertex_colors=model.cache["render_albedo"], light_dir=RENDER_LIGHT,
+    img = get_renderer().render(V, F, cam, vertex_colors=render_albedo(model), light_dir=RENDER_LIGHT,
                                 background=RENDER_BACKGROUND).color_uint8()
     return img, A
 

@@ -306,26 +306,29 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
                         time.perf_counter() - t0, solve_s, cached, "fitted" if on_fit is None else "on_fit")
 
 
-def deform_redetected(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected, depth):
+def deform_redetected(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected, depth,
+                      on_fit=None):
     """The medium stage with the detector-consistent residual: the detector is also run on a render of
     the coarse mesh V (`fitter.detector_bias`) and the residual is detected − that detection. Where it
     gives no evidence (a view beyond REDETECT_MAX_YAW, or no face found on the render) the coarse shape
-    is held (residual "none"). Not the pipeline's default: it helps on synthetic faces but not on the
-    textured real scan (BENCHMARKS.md, medium stage)."""
+    is held (residual "none"). on_fit: the detections on the render when the caller already has them.
+    Not the pipeline's default: it helps on synthetic faces but not on the textured real scan
+    (BENCHMARKS.md, medium stage)."""
     from .detector_bias import detect_on_fit
     from .errors import NoFaceError
 
     t0 = time.perf_counter()
     yaw = yaw_of_rotation(camera.R)
-    on_fit, kind = np.asarray(detected, float), "none"  # a zero residual: nothing moves
+    reference, kind = np.asarray(detected, float), "none"  # a zero residual: nothing moves
     if abs(yaw) <= REDETECT_MAX_YAW:
         try:
-            on_fit = detect_on_fit(model, V, camera, camera.project(emb.points(V, model.faces, yaw)))
+            reference = on_fit if on_fit is not None else detect_on_fit(
+                model, V, camera, camera.project(emb.points(V, model.faces, yaw)))
             kind = "on_fit"
         except NoFaceError:
             pass
     t_redetect = time.perf_counter() - t0
-    res = deform_to_landmarks(model, emb, V, camera, detected, depth, on_fit=on_fit)
+    res = deform_to_landmarks(model, emb, V, camera, detected, depth, on_fit=reference)
     res.residual = kind
     res.redetect_seconds = t_redetect
     res.seconds += t_redetect

@@ -4,7 +4,7 @@ import numpy as np
 from . import landmarks as lmk
 from .camera import look_at_face
 from .draw import draw_crosses, draw_points, draw_text
-from .embedding import FOCAL_PX, DISTANCE_MM, load_embedding, render_albedo
+from .embedding import FOCAL_PX, DISTANCE_MM, RENDER_BACKGROUND, load_embedding, render_albedo
 from .errors import InputError, NoFaceError
 from .model import MorphableModel
 from .render import depth_visible, get_renderer
@@ -28,7 +28,7 @@ def model_preview(model: MorphableModel, yaw=0.0, pitch=0.0, identity_seed=None,
     scale = size / 512.0
     cam = look_at_face(center, yaw, pitch, DISTANCE_MM, FOCAL_PX * scale, size, size)
     F = model.faces_in("render") if "render" in model.regions else model.faces
-    res = get_renderer().render(V, F, cam, vertex_colors=render_albedo(model), background=(0.25, 0.25, 0.28))
+    res = get_renderer().render(V, F, cam, vertex_colors=render_albedo(model), background=RENDER_BACKGROUND)
     img = res.color_uint8()
     P = emb.points(V, model.faces, yaw)
     uv = cam.project(P)

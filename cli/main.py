@@ -9,27 +9,8 @@ import click
 from fitter import __version__
 from fitter.errors import FacefitError
 
-
-class FacefitGroup(click.Group):
-    """Turns project errors into `facefit: error: ...` on stderr and the error's exit code."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except FacefitError as e:
-            click.echo(f"facefit: error: {e}", err=True)
-            sys.exit(e.exit_code)
-        except KeyboardInterrupt:
-            click.echo("facefit: interrupted", err=True)
-            sys.exit(130)
-        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort, SystemExit):
-            raise
-        except Exception as e:  # an internal bug: still one line, with a way to get the traceback
-            if os.environ.get("FACEFIT_DEBUG"):
-                raise
-            click.echo(f"facefit: internal error: {e.__class__.__name__}: {e} (set FACEFIT_DEBUG=1 for the traceback)",
-                       err=True)
-            sys.exit(1)
+from .bench import bench
+from .group import FacefitGroup
 
 
 @click.group(cls=FacefitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -128,11 +109,11 @@ def model_info(name, as_json):
 @click.option("--size", default=768, show_default=True, help="Image size in pixels.")
 def model_show(name, output, yaw, pitch, identity_seed, size):
     """Render model NAME with its embedded landmarks drawn on it."""
-    from fitter import store
     from fitter.io import write_image_atomic
+    from fitter.prepared import PreparedModel
     from fitter.preview import model_preview
 
-    img = model_preview(store.load_model(name), yaw, pitch, identity_seed, size)
+    img = model_preview(PreparedModel.load(name), yaw, pitch, identity_seed, size)
     write_image_atomic(output, img)
     click.echo(f"wrote {output}")
 
@@ -161,24 +142,24 @@ def _example_photo():
 def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size):
     """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
     landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
-    from fitter import store
-    from fitter.pipeline import fit_photo, write_result
+    from fitter.errors import InputError
+    from fitter.pipeline import STAGES, fit_photo, write_result
+    from fitter.prepared import PreparedModel
 
     paths = list(images) + ([_example_photo()] if example else [])
     if not paths:
         raise click.UsageError("give one or more IMAGES, or --example")
-    from fitter.errors import InputError
-    from fitter.pipeline import STAGES
 
     stage_list = [s.strip() for s in stages.split(",") if s.strip()]
     unknown = [s for s in stage_list if s not in STAGES]
     if unknown:
         raise InputError(f"unknown stage '{unknown[0]}' (available: {', '.join(STAGES)})")
-    model = store.load_model(model_name)
+    prepared = PreparedModel.load(model_name)
+    model = prepared.model
     failed = 0
     for p in paths:
         try:
-            results = fit_photo(p, model, stage_list, focal, all_faces, texture_size)
+            results = fit_photo(p, prepared, stage_list, focal, all_faces, texture_size)
         except Exception as e:  # one photo's failure is reported and the batch goes on
             if not isinstance(e, FacefitError) and os.environ.get("FACEFIT_DEBUG"):
                 raise
@@ -231,38 +212,33 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
     """Register the face model to an RGB-D capture (COLOR + DEPTH + --intrinsics) or to a scan (--scan):
     landmarks, coarse fit lifted onto the depth, texture-constrained non-rigid ICP, and the split into a
     similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png and report.json in OUTDIR."""
-    from fitter import store
     from fitter.errors import InputError
     from fitter.io import read_image
     from fitter.nicp import SCHEDULES
+    from fitter.prepared import PreparedModel
     from fitter.register import (read_depth, read_intrinsics, register_rgbd, register_scan, registration_overlay,
                                  write_registration)
+    from fitter.scan import read_scan, texture_colors
 
-    model = store.load_model(model_name)
+    prepared = PreparedModel.load(model_name)
     if scan_path:
         if color_path or depth_path:
             raise InputError("give either COLOR DEPTH --intrinsics K.json or --scan MESH, not both")
-        from fitter.scan import read_scan, render_colors, texture_colors
-
         scan = read_scan(scan_path, scan_units)
         if scan_texture:
             scan.colors = texture_colors(scan, scan_texture)
-        reg, cam = register_scan(model, scan, SCHEDULES[schedule], use_color=None if not no_texture else False)
-        from fitter.render import get_renderer
-
-        colors = render_colors(scan)
-        image = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
-                                      background=(0.3, 0.3, 0.32)).color_uint8()
-        overlay = registration_overlay(model, cam.to_camera(reg.vertices), image, cam.K)
+        reg, cam = register_scan(prepared, scan, SCHEDULES[schedule], use_color=None if not no_texture else False)
+        # the overlay is drawn on the registration's own view of the scan (no render of its own)
+        overlay = registration_overlay(prepared, cam.to_camera(reg.vertices), reg.view, cam.K)
     else:
         if not (color_path and depth_path and intrinsics_path):
             raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
         color = read_image(color_path)
         depth = read_depth(depth_path, depth_scale)
         K = read_intrinsics(intrinsics_path)
-        reg = register_rgbd(model, color, depth, K, SCHEDULES[schedule], use_color=not no_texture)
-        overlay = registration_overlay(model, reg.vertices, color, K)
-    d = write_registration(reg, model, outdir, overlay)
+        reg = register_rgbd(prepared, color, depth, K, SCHEDULES[schedule], use_color=not no_texture)
+        overlay = registration_overlay(prepared, reg.vertices, color, K)
+    d = write_registration(reg, prepared.model, outdir, overlay)
     rep = reg.report
     if as_json:
         click.echo(json.dumps(dict(rep, output=str(d))))
@@ -309,11 +285,10 @@ def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, 
         nose, gt_pts = (P[0], None) if len(P) == 1 else (P[2], P)
     else:
         frame = find_face_frame(scan)
-        p68 = lmk.to_68(np.nan_to_num(frame.landmarks))
         nose = frame.nose_tip
-        gt_pts = np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
+        gt_pts = lmk.five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
     R68 = rec.V[ref]
-    rec_pts = np.stack([R68[36:42].mean(0), R68[42:48].mean(0), R68[30], R68[48], R68[54]])
+    rec_pts = lmk.five_points(R68)
     res = micc_error(rec.V, rec.F, scan.V, scan.F, nose, R68[30], rec_pts if gt_pts is not None else None,
                      gt_pts, crop_mm=crop_mm, symmetric=symmetric, recon_mask=model.region_mask("outer_skin"))
     res.pop("transform")
@@ -325,115 +300,7 @@ def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, 
                    + (f"; symmetric {res['symmetric_mean_mm']:.3f} mm" if symmetric else ""))
 
 
-def _progress(message):
-    """Benchmark progress lines go to stderr; the results (JSON) to stdout."""
-    click.echo(message, err=True)
-
-
-def _scans_option(what):
-    """--scans: the folder with the scan-* ground truth, and what the benchmark does with it."""
-    return click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
-                        help=f"Folder with the scan-* ground truth (e.g. ../shared/data): {what}.")
-
-
-_model_option = click.option("--model", "name", default="ict", show_default=True)
-_json_option = click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
-
-
-def _emit(result, as_json):
-    click.echo(json.dumps(result, indent=None if as_json else 2))
-
-
-@cli.group(cls=FacefitGroup)
-def bench():
-    """Benchmarks (speed and accuracy); results are recorded in BENCHMARKS.md."""
-
-
-@bench.command("foundation")
-@click.option("--model", "name", default="ict", show_default=True)
-@click.option("--repeats", default=20, show_default=True)
-@click.option("--install-from", type=click.Path(exists=True), default=None,
-              help="Also time a full install from this archive (into a temporary model store).")
-@click.option("--json", "as_json", is_flag=True)
-def bench_foundation(name, repeats, install_from, as_json):
-    """Render time of the model at 512x512 (and optionally the install time)."""
-    from fitter.bench import foundation
-
-    res = foundation(name, repeats, install_from)
-    click.echo(json.dumps(res, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
-
-
-@bench.command("coarse")
-@_model_option
-@click.option("--identities", default=6, show_default=True, help="Synthetic identities (x 15 poses each).")
-@_scans_option("also score Florence-style renders of the scans")
-@click.option("--no-eos", is_flag=True, help="Leave out the eos peer.")
-@_json_option
-def bench_coarse(name, identities, scan_dir, no_eos, as_json):
-    """Coarse fit on synthetic ground truth (and real scans), with eos side by side."""
-    from fitter import bench as B
-
-    res = {"synthetic": B.coarse(name, identities, with_eos=not no_eos, log=_progress)}
-    if scan_dir:
-        res["scans"] = B.scans(name, scan_dir, with_eos=not no_eos, log=_progress)
-    _emit(res, as_json)
-
-
-@bench.command("medium")
-@_model_option
-@click.option("--identities", default=6, show_default=True, help="Out-of-span synthetic identities (5 views each).")
-@_scans_option("coarse vs medium on their renders")
-@click.option("--repeats", default=30, show_default=True)
-@_json_option
-def bench_medium(name, identities, scan_dir, repeats, as_json):
-    """Medium stage: solve speed against spsolve and libigl; coarse vs coarse+medium accuracy."""
-    from fitter import bench as B
-
-    res = {"speed": B.medium_speed(name, repeats, log=_progress)}
-    if identities:
-        res["synthetic_out_of_span"] = B.medium_synthetic(name, identities, log=_progress)
-    if scan_dir:
-        res["scans"] = B.scans(name, scan_dir, with_eos=False, log=_progress)
-    _emit(res, as_json)
-
-
-@bench.command("register")
-@_model_option
-@click.option("--captures", default=8, show_default=True, help="Synthetic RGB-D captures.")
-@_scans_option("scan and rendered-depth registration")
-@click.option("--no-trimesh", is_flag=True, help="Skip the trimesh nricp_amberg peer.")
-@click.option("--schedule", type=click.Choice(["fast", "accurate"]), default="fast", show_default=True)
-@_json_option
-def bench_register(name, captures, scan_dir, no_trimesh, schedule, as_json):
-    """RGB-D registration: geometry-only NICP vs T-ICP on synthetic captures; scans; trimesh peer."""
-    from fitter import bench as B
-
-    res = {}
-    if captures:
-        res["synthetic"] = B.register_synthetic(name, captures, schedule=schedule, log=_progress)
-    if scan_dir:
-        res["scans"] = B.register_scans(name, scan_dir, with_trimesh=not no_trimesh, schedule=schedule,
-                                        log=_progress)
-    _emit(res, as_json)
-
-
-@bench.command("fine")
-@_model_option
-@click.option("--faces", default=4, show_default=True,
-              help="Synthetic faces with fine detail (x 3 views x with/without specular).")
-@_scans_option("medium vs fine (MICC protocol) on their renders")
-@_json_option
-def bench_fine(name, faces, scan_dir, as_json):
-    """Fine stage: normal and depth error of medium vs fine on synthetic detail; time split between
-    Python callbacks and Ceres at a 256² crop; MICC error medium vs fine on scan renders."""
-    from fitter import bench as B
-
-    res = {}
-    if faces:
-        res["synthetic_detail"] = B.summarise_fine(B.fine_synthetic(name, faces, log=_progress))
-    if scan_dir:
-        res["scans"] = B.fine_scans(name, scan_dir, log=_progress)
-    _emit(res, as_json)
+cli.add_command(bench)
 
 
 def main():

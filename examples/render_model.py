@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter import store
 from fitter.camera import look_at_face
-from fitter.embedding import render_albedo
 from fitter.io import write_image_atomic
+from fitter.prepared import PreparedModel
 from fitter.render import render, vertex_visibility
 
 
@@ -22,12 +21,13 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.output)
-    m = store.load_model("ict")
+    prepared = PreparedModel.load("ict")
+    m = prepared.model
     V = m.shape(*m.random_coefficients(np.random.default_rng(args.seed), 1.0, 0.3))
-    F = m.faces_in("render")
+    F = prepared.render_faces
     for yaw in (-45, 0, 45):
         cam = look_at_face(V[m.region("face")].mean(0), yaw, 0, 650, 900, 512, 512)
-        r = render(V, F, cam, vertex_colors=render_albedo(m))
+        r = render(V, F, cam, vertex_colors=prepared.painted_albedo)
         d = r.depth
         dv = np.where(r.mask, (d - d[r.mask].min()) / (np.ptp(d[r.mask]) + 1e-9), 1.0)
         depth_img = (255 * (1 - dv)).astype(np.uint8)

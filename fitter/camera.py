@@ -42,6 +42,21 @@ def crop_matrix(x0, y0, side, size):
     return np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5], [0, 0, 1.0]])
 
 
+def square_box(points_2d, margin, whole_pixels=False):
+    """(x0, y0, side): the square centred on the bounding box of 2D points (N, 2), its side the box's
+    larger extent × (1 + 2 margin); with whole_pixels, integers (side rounded up, corner down). It may
+    extend past the image."""
+    points_2d = np.asarray(points_2d, float)
+    lo, hi = points_2d.min(0), points_2d.max(0)
+    side = float((hi - lo).max()) * (1 + 2 * margin)
+    c = (lo + hi) / 2
+    if whole_pixels:
+        side = int(np.ceil(side))
+        return int(np.floor(c[0] - side / 2)), int(np.floor(c[1] - side / 2)), side
+    x0, y0 = c - side / 2
+    return float(x0), float(y0), side
+
+
 def intrinsics(focal_px, width, height):
     """K for square pixels with the principal point at the image centre ((W-1)/2, (H-1)/2)."""
     return np.array([[focal_px, 0, (width - 1) / 2.0], [0, focal_px, (height - 1) / 2.0], [0, 0, 1.0]])

@@ -5,8 +5,10 @@ A `FactorCache` is built from one matrix that fixes the sparsity pattern: CHOLMO
 the same pattern get only a numeric factorisation, which reuses that analysis, and each numeric factor
 is kept under a caller-given key (e.g. "which constraints are active") in a small LRU cache: a solve
 with a key seen before is a back-substitution only. Used by the medium stage (Laplacian deformation)
-and by non-rigid ICP.
+and by non-rigid ICP. One FactorCache may be shared by threads: the lookup and the insertion of a
+factor hold its lock (a factor itself is only read by the solves).
 """
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -33,6 +35,7 @@ class FactorCache:
         self.shape = pattern.shape
         self._analysis = cholmod.analyze(pattern, mode=mode, ordering_method=ordering)
         self._factors = OrderedDict()
+        self._lock = threading.Lock()
         self.max_factors = int(max_factors)
         self.hits = 0
         self.factorisations = 0
@@ -40,6 +43,10 @@ class FactorCache:
     def factor(self, key, build_matrix):
         """The factor stored under `key`, or a new numeric factorisation of `build_matrix()` (a sparse
         SPD matrix with the analysed pattern) stored under it. Returns (factor, was_cached)."""
+        with self._lock:
+            return self._factor(key, build_matrix)
+
+    def _factor(self, key, build_matrix):
         f = self._factors.get(key)
         if f is not None:
             self._factors.move_to_end(key)

@@ -15,16 +15,18 @@ equations are reduced by a Schur complement onto the expression block, whose bou
 active-set solve. Several images of one person share α in the same system.
 """
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import scipy.linalg
 import scipy.linalg.blas
+import scipy.sparse as sp
 
 from . import landmarks as lmk
 from .camera import MODEL_TO_OPENCV, Camera, yaw_of_rotation
 from .embedding import LandmarkEmbedding
 from .errors import InputError
+from .mesh import face_normals
 from .model import MorphableModel
 
 REGION_WEIGHTS = {"contour": 0.5, "brows": 1.0, "irises": 0.0, "eyes": 2.0, "lips": 2.0, "nose": 2.0, "other": 0.5}
@@ -58,7 +60,7 @@ class CoarseFit:
 
 class LandmarkBasis:
     """The model restricted to the landmarks: mean, identity and expression bases at the 478 points,
-    with the contour rows kept per yaw bin (built once per model and embedding)."""
+    with the contour rows kept per yaw bin (built once per model and embedding: `PreparedModel.landmark_basis`)."""
 
     def __init__(self, model: MorphableModel, emb: LandmarkEmbedding):
         self.model, self.emb = model, emb
@@ -76,8 +78,6 @@ class LandmarkBasis:
         Y = len(emb.contour_yaws)
         self.c_mean = np.zeros((Y, len(c), 3))
         self.c_basis = np.zeros((Y, len(c), 3, P))
-        import scipy.sparse as sp
-
         for b in range(Y):
             rows = np.repeat(np.arange(len(c)), 3)
             Wb = sp.csr_matrix((emb.contour_barycentric[b].ravel(), (rows, F[emb.contour_triangles[b]].ravel())),
@@ -86,8 +86,6 @@ class LandmarkBasis:
             self.c_basis[b] = (Wb @ Bflat).reshape(len(c), P, 3).transpose(0, 2, 1)
         self.n_identity = model.n_identity
         self.n_expression = model.n_expression
-        from .mesh import face_normals
-
         self.normals = face_normals(model.mean, F)[emb.triangles]  # (478, 3) model frame, mean shape
 
     def facing_cosines(self, R, Xc):
@@ -113,15 +111,6 @@ class LandmarkBasis:
         mean[self.contour] = (1 - w) * self.c_mean[i0] + w * self.c_mean[i1]
         basis[self.contour] = (1 - w) * self.c_basis[i0] + w * self.c_basis[i1]
         return mean, basis
-
-
-def landmark_basis(model, emb):
-    """The LandmarkBasis of (model, embedding), built once per model object."""
-    key = ("landmark_basis", id(emb))
-    if key not in model.cache:
-        model.cache[key] = LandmarkBasis(model, emb)
-        _blas_controller_instance()  # inspects the loaded BLAS libraries now, not inside the first fit
-    return model.cache[key]
 
 
 def region_weights():
@@ -210,11 +199,11 @@ def _pose_jacobian(RX, Xc, f):
     return J, a, bu, bv
 
 
-def fit_landmarks(model: MorphableModel, emb: LandmarkEmbedding, points_list, image_sizes, focal=None,
-                  iterations=8, identity=None, landmark_weights=None, expression_reg=10.0, tol=0.03,
-                  noise_fraction=NOISE_FRACTION_OF_IOD):
+def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, identity=None,
+                  landmark_weights=None, expression_reg=10.0, tol=0.03, noise_fraction=NOISE_FRACTION_OF_IOD):
     """Fit one identity and per-image pose/expression to detected landmarks.
 
+    prepared: the PreparedModel (its landmark basis and embedding);
     points_list: list of (478, 2) pixel arrays (one per image of the same person); image_sizes: list of
     (W, H); focal: None (estimated), a number, or a list (px) per image; identity: fixed α (not solved);
     noise_fraction: landmark noise σ as a fraction of the interocular distance (it sets the balance
@@ -225,17 +214,28 @@ def fit_landmarks(model: MorphableModel, emb: LandmarkEmbedding, points_list, im
     when the cost falls by less than `tol` (relative) or after `iterations`. Returns a CoarseFit.
     """
     with _single_threaded_blas():
-        return _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, identity, landmark_weights,
-                              expression_reg, tol, noise_fraction)
+        t0 = time.perf_counter()
+        if len(points_list) == 0:
+            raise InputError("fit_landmarks needs at least one image")
+        emb = prepared.require_embedding()
+        lb = prepared.landmark_basis
+        base_w = (region_weights() * emb.weights) if landmark_weights is None else np.asarray(landmark_weights, float)
+        problem = _Problem.create(prepared.model, lb, base_w, len(points_list), identity, expression_reg)
+        focals = focal if isinstance(focal, (list, tuple)) else [focal] * len(points_list)
+        images = [_start_image(lb, u, size, f, base_w, noise_fraction) for u, size, f in
+                  zip(points_list, image_sizes, focals)]
+        alpha, images, it = _levenberg_marquardt(problem, problem.alpha_start.copy(), images, iterations, tol)
+        results = [_image_result(lb, alpha, s, size, base_w) for s, size in zip(images, image_sizes)]
+        return CoarseFit(alpha, results, it + 1, time.perf_counter() - t0)
 
 
 def _single_threaded_blas():
     """The fit's matrices are small: BLAS threads cost more than they give (measured 2.4x slower).
     A context manager: the limit holds inside the `with` block only."""
-    return _blas_controller_instance().limit(limits=1, user_api="blas")
+    return warm_blas_controller().limit(limits=1, user_api="blas")
 
 
-def _blas_controller_instance():
+def warm_blas_controller():
     """The process's ThreadpoolController (created once: it scans the loaded libraries, ~0.1 s).
     Creating it changes no limit; `_single_threaded_blas()` must be used in a `with` block."""
     global _blas_controller
@@ -249,79 +249,106 @@ def _blas_controller_instance():
 _blas_controller = None
 
 
-def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, identity, landmark_weights,
-                   expression_reg, tol, noise_fraction):
-    t0 = time.perf_counter()
-    n = len(points_list)
-    if n == 0:
-        raise InputError("fit_landmarks needs at least one image")
-    lb = landmark_basis(model, emb)
-    K, E = lb.n_identity, lb.n_expression
-    base_w = (region_weights() * emb.weights) if landmark_weights is None else np.asarray(landmark_weights, float)
-    focals = focal if isinstance(focal, (list, tuple)) else [focal] * n
-    blend = model.expression_kind == "blendshape"
-    alpha = np.zeros(K) if identity is None else np.asarray(identity, float).copy()
-    alpha_prior_mean = np.zeros(K) if identity is None else alpha.copy()
-    alpha_prec = 1.0 if identity is None else 1e10
-    imgs = []
-    for u, (W, H), fgiven in zip(points_list, image_sizes, focals):
-        u = np.asarray(u, float)
-        if u.shape != (478, 2):
-            raise InputError(f"expected (478, 2) landmarks, got {u.shape}")
-        c = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
-        f0 = float(fgiven) if fgiven else FOCAL_PRIOR_FACTOR * max(W, H)
-        p68 = lmk.to_68(u)
-        iod = float(np.linalg.norm(p68[36] - p68[45]))
-        lm = lb.at_yaw(0.0)
-        R, t = initial_pose(lm[0], u, f0, c, base_w)
-        # landmark noise grows with the view's yaw (the detector guesses more of a turned face)
-        yaw0 = abs(yaw_of_rotation(R))
-        sigma = max(noise_fraction * iod, 0.5) * (1.0 + (yaw0 / YAW_NOISE_DEG) ** 2)
-        imgs.append(dict(u=u, c=c, R=R, t=t, logf=np.log(f0), logf0=np.log(f0), sigma=sigma, iod=iod, lm=lm,
-                         f_prec=1e10 if fgiven else 1.0 / FOCAL_PRIOR_SIGMA ** 2, w=base_w.copy(), beta=np.zeros(E)))
-    nf = K + 7 * n          # free block: α, then (ω, t, log f) per image
-    D = nf + n * E          # then β per image (bounded for blendshapes)
-    lower = np.full(n * E, 0.0 if blend else -np.inf)
-    upper = np.full(n * E, 1.0 if blend else np.inf)
+@dataclass
+class _ImageState:
+    """One image's unknowns and data during the fit."""
 
-    def total_cost(alpha, states, data):
+    u: np.ndarray        # (478, 2) detected pixels
+    c: np.ndarray        # (2,) principal point
+    R: np.ndarray        # (3, 3)
+    t: np.ndarray        # (3,) mm
+    logf: float          # log focal (px)
+    logf0: float         # its prior mean
+    f_prec: float        # its prior precision (1e10: given)
+    sigma: float         # landmark noise, px
+    iod: float           # detected outer interocular distance, px
+    lm: tuple            # (mean (478, 3), basis (478, 3, P)) with the contour rows of the current yaw
+    w: np.ndarray        # (478,) current robust x region x facing weights
+    beta: np.ndarray     # (E,) expression
+
+
+def _start_image(lb, u, size, fgiven, base_w, noise_fraction):
+    """An image's state at the PnP start on the mean shape; σ grows with the view's yaw."""
+    u = np.asarray(u, float)
+    if u.shape != (478, 2):
+        raise InputError(f"expected (478, 2) landmarks, got {u.shape}")
+    W, H = size
+    c = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    f0 = float(fgiven) if fgiven else FOCAL_PRIOR_FACTOR * max(W, H)
+    iod = lmk.outer_interocular(u)
+    lm = lb.at_yaw(0.0)
+    R, t = initial_pose(lm[0], u, f0, c, base_w)
+    # landmark noise grows with the view's yaw (the detector guesses more of a turned face)
+    yaw0 = abs(yaw_of_rotation(R))
+    sigma = max(noise_fraction * iod, 0.5) * (1.0 + (yaw0 / YAW_NOISE_DEG) ** 2)
+    return _ImageState(u=u, c=c, R=R, t=t, logf=np.log(f0), logf0=np.log(f0),
+                       f_prec=1e10 if fgiven else 1.0 / FOCAL_PRIOR_SIGMA ** 2, sigma=sigma, iod=iod, lm=lm,
+                       w=base_w.copy(), beta=np.zeros(lb.n_expression))
+
+
+@dataclass
+class _Problem:
+    """What stays fixed during one fit: sizes, priors and the expression bounds. The unknown vector is
+    (α, then (ω, t, log f) per image: the free block of size nf, then β per image)."""
+
+    lb: LandmarkBasis
+    base_w: np.ndarray   # (478,) region x embedding weights
+    K: int
+    E: int
+    n: int
+    alpha_start: np.ndarray
+    alpha_prior_mean: np.ndarray
+    alpha_prec: float
+    expression_reg: float
+    lower: np.ndarray
+    upper: np.ndarray
+
+    @staticmethod
+    def create(model, lb, base_w, n, identity, expression_reg):
+        K, E = lb.n_identity, lb.n_expression
+        blend = model.expression_kind == "blendshape"
+        alpha = np.zeros(K) if identity is None else np.asarray(identity, float).copy()
+        return _Problem(lb, base_w, K, E, n, alpha, np.zeros(K) if identity is None else alpha.copy(),
+                        1.0 if identity is None else 1e10, expression_reg,
+                        np.full(n * E, 0.0 if blend else -np.inf), np.full(n * E, 1.0 if blend else np.inf))
+
+    @property
+    def nf(self):
+        return self.K + 7 * self.n
+
+    def total_cost(self, alpha, states, data):
         """The objective: weighted landmark residuals + focal, expression and identity priors."""
-        c = alpha_prec * np.sum((alpha - alpha_prior_mean) ** 2)
+        c = self.alpha_prec * np.sum((alpha - self.alpha_prior_mean) ** 2)
         for s, (_, _, _, r) in zip(states, data):
-            c += (s["w"][:, None] * r * r).sum() / s["sigma"] ** 2
-            c += s["f_prec"] * (s["logf"] - s["logf0"]) ** 2 + expression_reg * s["beta"] @ s["beta"]
+            c += (s.w[:, None] * r * r).sum() / s.sigma ** 2
+            c += s.f_prec * (s.logf - s.logf0) ** 2 + self.expression_reg * s.beta @ s.beta
         return c
 
-    def residuals(alpha, states):
+    def residuals(self, alpha, states):
         """Objective value and per-image (X, RX, Xc, r) for the Jacobian."""
         data = []
         for s in states:
-            mean, basis = s["lm"]
-            X = mean + basis @ np.concatenate([alpha, s["beta"]])
-            RX = X @ s["R"].T
-            Xc = RX + s["t"]
-            data.append((X, RX, Xc, _project(Xc, np.exp(s["logf"]), s["c"]) - s["u"]))
-        return total_cost(alpha, states, data), data
+            mean, basis = s.lm
+            X = mean + basis @ np.concatenate([alpha, s.beta])
+            RX = X @ s.R.T
+            Xc = RX + s.t
+            data.append((X, RX, Xc, _project(Xc, np.exp(s.logf), s.c) - s.u))
+        return self.total_cost(alpha, states, data), data
 
-    mu, active = 1e-3, None
-    cost = None
-    for it in range(iterations):
-        for s in imgs:  # contour correspondences and robust weights at the current estimate
-            lb.at_yaw(yaw_of_rotation(s["R"]), s["lm"])
-        _, data = residuals(alpha, imgs)
-        for s, (X, RX, Xc, r) in zip(imgs, data):
-            s["w"] = base_w * _cauchy(np.linalg.norm(r, axis=1), 2.0 * s["sigma"]) * lb.facing_weights(s["R"], Xc)
-        cost = total_cost(alpha, imgs, data)
+    def normal_equations(self, alpha, states, data):
+        """(JᵀJ + priors, Jᵀr + prior gradients) over all unknowns at the current state."""
+        K, E, n, nf = self.K, self.E, self.n, self.nf
+        D = nf + n * E
         Hm = np.zeros((D, D))
         g = np.zeros(D)
-        for j, (s, (X, RX, Xc, r)) in enumerate(zip(imgs, data)):
-            f, R = np.exp(s["logf"]), s["R"]
+        for j, (s, (X, RX, Xc, r)) in enumerate(zip(states, data)):
+            f, R = np.exp(s.logf), s.R
             Jp, a, bu, bv = _pose_jacobian(RX, Xc, f)
-            sw = np.sqrt(s["w"]) / s["sigma"]
+            sw = np.sqrt(s.w) / s.sigma
             coef = np.empty((len(X), 2, 3))
             coef[:, 0] = a[:, None] * R[0] + bu[:, None] * R[2]
             coef[:, 1] = a[:, None] * R[1] + bv[:, None] * R[2]
-            Js = np.matmul(coef * sw[:, None, None], s["lm"][1]).reshape(-1, K + E)  # d/d(α, β)
+            Js = np.matmul(coef * sw[:, None, None], s.lm[1]).reshape(-1, K + E)  # d/d(α, β)
             J = np.concatenate([Js[:, :K], (Jp * sw[:, None, None]).reshape(-1, 7), Js[:, K:]], axis=1)
             rw = (r * sw[:, None]).ravel()
             idx = np.r_[0:K, K + 7 * j:K + 7 * j + 7, nf + j * E:nf + (j + 1) * E]
@@ -335,31 +362,60 @@ def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, iden
                 Hm[np.ix_(idx, idx)] += JtJ
                 g[idx] += J.T @ rw
             p = K + 7 * j + 6
-            Hm[p, p] += s["f_prec"]
-            g[p] += s["f_prec"] * (s["logf"] - s["logf0"])
+            Hm[p, p] += s.f_prec
+            g[p] += s.f_prec * (s.logf - s.logf0)
             q = slice(nf + j * E, nf + (j + 1) * E)
-            Hm[q, q] += expression_reg * np.eye(E)
-            g[q] += expression_reg * s["beta"]
-        Hm[:K, :K] += alpha_prec * np.eye(K)
-        g[:K] += alpha_prec * (alpha - alpha_prior_mean)
-        beta_all = np.concatenate([s["beta"] for s in imgs])
+            Hm[q, q] += self.expression_reg * np.eye(E)
+            g[q] += self.expression_reg * s.beta
+        Hm[:K, :K] += self.alpha_prec * np.eye(K)
+        g[:K] += self.alpha_prec * (alpha - self.alpha_prior_mean)
+        return Hm, g
+
+    def damped_step(self, Hm, g, mu, beta_all, active):
+        """The Levenberg-Marquardt step for damping mu: a Schur complement onto the expression block,
+        a bounded solve there (active set warm-started from `active`), back-substitution.
+        Returns (step of the free block, step of the expressions, active set)."""
+        nf = self.nf
+        Hd = Hm + mu * np.diag(np.diag(Hm))
+        cho = scipy.linalg.cho_factor(Hd[:nf, :nf])
+        Y = scipy.linalg.cho_solve(cho, np.column_stack([Hd[:nf, nf:], g[:nf]]))
+        S = Hd[nf:, nf:] - Hd[:nf, nf:].T @ Y[:, :-1]
+        h = g[nf:] - Hd[:nf, nf:].T @ Y[:, -1]
+        db, active = _bounded_ridge(S, -h, self.lower - beta_all, self.upper - beta_all, active)
+        dfree = -Y[:, -1] - Y[:, :-1] @ db
+        return dfree, db, active
+
+    def moved(self, states, dfree, db):
+        """The image states after a step (new objects; arrays not stepped are shared)."""
+        K, E = self.K, self.E
+        out = []
+        for j, s in enumerate(states):
+            dp = dfree[K + 7 * j:K + 7 * j + 7]
+            out.append(replace(s, R=_exp_so3(dp[:3]) @ s.R, t=s.t + dp[3:6], logf=s.logf + dp[6],
+                               beta=np.clip(s.beta + db[j * E:(j + 1) * E], self.lower[:E], self.upper[:E])))
+        return out
+
+
+def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
+    """Reweight (contour rows of the current yaw, Cauchy x facing weights), then one damped step,
+    until the cost falls by less than `tol` (relative). Returns (α, image states, last iteration)."""
+    mu, active = 1e-3, None
+    for it in range(iterations):
+        lb = problem.lb
+        for s in imgs:  # contour correspondences (rewritten in place) and robust weights at the current estimate
+            lb.at_yaw(yaw_of_rotation(s.R), s.lm)
+        _, data = problem.residuals(alpha, imgs)
+        for s, (X, RX, Xc, r) in zip(imgs, data):
+            s.w = problem.base_w * _cauchy(np.linalg.norm(r, axis=1), 2.0 * s.sigma) * lb.facing_weights(s.R, Xc)
+        cost = problem.total_cost(alpha, imgs, data)
+        Hm, g = problem.normal_equations(alpha, imgs, data)
+        beta_all = np.concatenate([s.beta for s in imgs])
         accepted = False
         for _ in range(6):
-            Hd = Hm + mu * np.diag(np.diag(Hm))
-            # Schur complement onto the expression block, bounded step, back-substitution
-            cho = scipy.linalg.cho_factor(Hd[:nf, :nf])
-            Y = scipy.linalg.cho_solve(cho, np.column_stack([Hd[:nf, nf:], g[:nf]]))
-            S = Hd[nf:, nf:] - Hd[:nf, nf:].T @ Y[:, :-1]
-            h = g[nf:] - Hd[:nf, nf:].T @ Y[:, -1]
-            db, active = _bounded_ridge(S, -h, lower - beta_all, upper - beta_all, active)
-            dfree = -Y[:, -1] - Y[:, :-1] @ db
-            cand = []
-            for j, s in enumerate(imgs):
-                dp = dfree[K + 7 * j:K + 7 * j + 7]
-                cand.append(dict(s, R=_exp_so3(dp[:3]) @ s["R"], t=s["t"] + dp[3:6], logf=s["logf"] + dp[6],
-                                 beta=np.clip(s["beta"] + db[j * E:(j + 1) * E], lower[:E], upper[:E])))
-            alpha_c = alpha + dfree[:K]
-            cost_c, _ = residuals(alpha_c, cand)
+            dfree, db, active = problem.damped_step(Hm, g, mu, beta_all, active)
+            cand = problem.moved(imgs, dfree, db)
+            alpha_c = alpha + dfree[:problem.K]
+            cost_c, _ = problem.residuals(alpha_c, cand)
             if cost_c < cost:
                 accepted = True
                 alpha, imgs = alpha_c, cand
@@ -368,16 +424,18 @@ def _fit_landmarks(model, emb, points_list, image_sizes, focal, iterations, iden
             mu *= 4
         if not accepted or (cost - cost_c) < tol * cost:
             break
-    images = []
-    for s in imgs:
-        mean, basis = lb.at_yaw(yaw_of_rotation(s["R"]), s["lm"])
-        X = mean + basis @ np.concatenate([alpha, s["beta"]])
-        f = float(np.exp(s["logf"]))
-        W, H = image_sizes[len(images)]
-        cam = Camera(np.array([[f, 0, s["c"][0]], [0, f, s["c"][1]], [0, 0, 1.0]]), s["R"], s["t"], int(W), int(H))
-        proj = cam.project(X)
-        err = np.linalg.norm(proj - s["u"], axis=1)
-        used = base_w > 0
-        images.append(ImageFit(cam, s["beta"], s["u"], proj, float(np.median(err[used])),
-                               float(np.median(err[used]) / max(s["iod"], 1e-9)), s["w"]))
-    return CoarseFit(alpha, images, it + 1, time.perf_counter() - t0)
+    return alpha, imgs, it
+
+
+def _image_result(lb, alpha, s: _ImageState, size, base_w):
+    """The ImageFit of one image's final state: camera, projected landmarks and their error."""
+    mean, basis = lb.at_yaw(yaw_of_rotation(s.R), s.lm)
+    X = mean + basis @ np.concatenate([alpha, s.beta])
+    f = float(np.exp(s.logf))
+    W, H = size
+    cam = Camera(np.array([[f, 0, s.c[0]], [0, f, s.c[1]], [0, 0, 1.0]]), s.R, s.t, int(W), int(H))
+    proj = cam.project(X)
+    err = np.linalg.norm(proj - s.u, axis=1)
+    used = base_w > 0
+    return ImageFit(cam, s.beta, s.u, proj, float(np.median(err[used])),
+                    float(np.median(err[used]) / max(s.iod, 1e-9)), s.w)

@@ -9,12 +9,15 @@ residual P − Q (P: the photo's detections) is what is left of the shape; it co
 the true residual on synthetic faces outside the model's span (measured, `facefit bench medium`).
 
 The render uses the painted albedo and the mean light and background of the landmark embedding's own
-renders (fitter.embedding), so the detector sees the kind of image the embedding was measured on.
+renders (fitter.painting, fitter.embedding_build), so the detector sees the kind of image the
+embedding was measured on.
 """
 import numpy as np
 
-from .camera import Camera, crop_matrix
-from .embedding import RENDER_BACKGROUND, render_albedo
+from . import landmarks as lmk
+from .camera import Camera, crop_matrix, square_box
+from .painting import RENDER_BACKGROUND
+from .render import get_renderer
 
 RENDER_LIGHT = (0.0, -0.25, -1.0)          # the mean light of the embedding's renders
 RENDER_PX = 320                            # side of the rendered face crop
@@ -24,31 +27,23 @@ def face_crop_camera(camera: Camera, points_2d, size, margin=0.25):
     """Camera of a size×size crop around 2D points (N, 2) of `camera`'s image (a square box of the
     points' extent plus `margin` of it on each side), and the 3×3 matrix A (`crop_matrix`) with crop
     pixel = A · photo pixel."""
-    lo, hi = points_2d.min(0), points_2d.max(0)
-    side = float((hi - lo).max()) * (1 + 2 * margin)
-    x0, y0 = (lo + hi) / 2 - side / 2
-    A = crop_matrix(x0, y0, side, size)
+    A = crop_matrix(*square_box(points_2d, margin), size)
     return Camera(A @ camera.K, camera.R, camera.t, size, size), A
 
 
-def render_face_crop(model, V, camera: Camera, points_2d, size=RENDER_PX):
-    """uint8 (size, size, 3) render of V (model frame, mm) seen by `camera`, cropped around points_2d
-    (photo pixels), and the matrix A of `face_crop_camera`."""
-    from .render import get_renderer
-
+def render_face_crop(prepared, V, camera: Camera, points_2d, size=RENDER_PX):
+    """uint8 (size, size, 3) render of V (model frame, mm; the painted albedo of the PreparedModel) seen by
+    `camera`, cropped around points_2d (photo pixels), and the matrix A of `face_crop_camera`."""
     cam, A = face_crop_camera(camera, np.asarray(points_2d, float), size)
-    F = model.faces_in("render") if "render" in model.regions else model.faces
-    img = get_renderer().render(V, F, cam, vertex_colors=render_albedo(model), light_dir=RENDER_LIGHT,
-                                background=RENDER_BACKGROUND).color_uint8()
+    img = get_renderer().render(V, prepared.render_faces, cam, vertex_colors=prepared.painted_albedo,
+                                light_dir=RENDER_LIGHT, background=RENDER_BACKGROUND).color_uint8()
     return img, A
 
 
-def detect_on_fit(model, V, camera: Camera, points_2d, detect=None, size=RENDER_PX):
+def detect_on_fit(prepared, V, camera: Camera, points_2d, detect=None, size=RENDER_PX):
     """(478, 2) landmarks, in photo pixels, that the detector finds on a render of the fitted mesh V
     (its face crop around points_2d, e.g. the fitted landmarks). detect: uint8 RGB image -> (478, 2)
     (default: MediaPipe, the photos' detector). Raises NoFaceError when it finds no face."""
-    from . import landmarks as lmk
-
-    img, A = render_face_crop(model, V, camera, points_2d, size)
+    img, A = render_face_crop(prepared, V, camera, points_2d, size)
     Q = np.asarray(detect(img) if detect else lmk.detect_landmarks(img)[0].points, float)
     return (np.c_[Q, np.ones(len(Q))] @ np.linalg.inv(A).T)[:, :2]

@@ -44,6 +44,20 @@ def to_68(points):
     return weights_to_68() @ np.asarray(points, float)
 
 
+def outer_interocular(points):
+    """Outer-corner eye distance (iBUG 36 – 45) of (478, D) MediaPipe or (68, D) iBUG points, in their
+    units (px or mm)."""
+    p68 = np.asarray(points, float) if len(points) == 68 else to_68(points)
+    return float(np.linalg.norm(p68[36] - p68[45]))
+
+
+def five_points(p68):
+    """(5, D) right eye centre, left eye centre, nose tip, right and left mouth corner of iBUG-68 points
+    (the MICC protocol's alignment points)."""
+    p68 = np.asarray(p68, float)
+    return np.stack([p68[36:42].mean(0), p68[42:48].mean(0), p68[30], p68[48], p68[54]])
+
+
 @lru_cache(maxsize=1)
 def weights_to_68():
     """(68, 478) matrix W with to_68(P) == W @ P (read-only)."""
@@ -148,8 +162,7 @@ class FaceLandmarks:
 
     def interocular(self):
         """Outer-corner eye distance in pixels (iBUG 36 - 45)."""
-        p = to_68(self.points)
-        return float(np.linalg.norm(p[36] - p[45]))
+        return outer_interocular(self.points)
 
     def to_dict(self):
         return {"points": np.round(self.points, 3).tolist(), "box": [float(b) for b in self.box],

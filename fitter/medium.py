@@ -35,7 +35,7 @@ The unknown is the displacement D (n, 3) of the n vertices of the model's face a
 Normal equations: (LᵀL + diag(a + Σ_k w_k e_{v_k})) D = Σ_k w_k e_{v_k} δ_kᵀ; one matrix for x, y, z.
 
 What is factored and what is reused: the constraints add only to the diagonal, so the sparsity pattern
-of the matrix is that of LᵀL for every photo. Per model (`LaplacianDeformer`, cached on the model),
+of the matrix is that of LᵀL for every photo. Per model (`LaplacianDeformer`, kept by the PreparedModel),
 the face-area Laplacian, LᵀL, the anchors, the landmark→vertex tables and CHOLMOD's symbolic analysis
 (ordering, elimination tree) are computed once. The matrix values depend only on the constraint
 pattern, which is fixed per yaw bin (9 bins for ICT), so the numeric factor of each bin is computed
@@ -57,11 +57,12 @@ import scipy.sparse.csgraph as csgraph
 from scipy.spatial import cKDTree
 
 from . import landmarks as lmk
-from .camera import Camera, yaw_of_rotation
+from .camera import MODEL_TO_OPENCV, Camera, rotation_matrix, yaw_of_rotation
 from .cholesky import FactorCache
-from .embedding import LandmarkEmbedding
+from .coarse import NOISE_FRACTION_OF_IOD
+from .detector_bias import detect_on_fit
+from .errors import NoFaceError
 from .mesh import adjacency, submesh, uniform_laplacian
-from .model import MorphableModel
 from .render import depth_visible
 
 MEDIUM_WEIGHTS = {"eyes": 0.6, "nose": 0.6, "brows": 0.6, "lips": 0.6, "other": 0.6, "contour": 0.6, "irises": 0.0}
@@ -158,12 +159,11 @@ class LaplacianSystem:
 
 
 class LaplacianDeformer:
-    """Everything of the medium stage that depends only on the model and its landmark embedding."""
+    """Everything of the medium stage that depends only on the model and its landmark embedding (the
+    face-area submesh and its tables, also used by registration); `PreparedModel.laplacian_deformer`."""
 
-    def __init__(self, model: MorphableModel, emb: LandmarkEmbedding, region="face"):
-        from .camera import MODEL_TO_OPENCV, rotation_matrix
-        from .coarse import landmark_basis
-
+    def __init__(self, prepared, region="face"):
+        model, emb = prepared.model, prepared.require_embedding()
         self.model, self.emb = model, emb
         N = model.n_vertices
         mask = model.region_mask(region) if region in model.regions else np.ones(N, bool)
@@ -178,7 +178,7 @@ class LaplacianDeformer:
         self.yaw_bins = np.asarray(emb.contour_yaws, float) if len(self.contour_ids) else np.zeros(1)
         self.weights = landmark_weights()
         # per yaw bin: the landmark vertices and which landmarks constrain (facing that view, mean face)
-        lb = landmark_basis(model, emb)
+        lb = prepared.landmark_basis
         self.bin_vertices, self.bin_active = [], []
         for b, yaw in enumerate(self.yaw_bins):
             v = self.vertex_of_landmark.copy()
@@ -244,19 +244,10 @@ class LaplacianDeformer:
         return D
 
 
-def laplacian_deformer(model, emb):
-    """The LaplacianDeformer of (model, embedding), built once per model object."""
-    key = ("laplacian_deformer", id(emb))
-    if key not in model.cache:
-        model.cache[key] = LaplacianDeformer(model, emb)
-    return model.cache[key]
-
-
-def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected,
-                        depth, sigma_px=None, on_fit=None):
+def deform_to_landmarks(prepared, V, camera: Camera, detected, depth, sigma_px=None, on_fit=None):
     """Medium stage for one photo.
 
-    V: (N, 3) coarse mesh (model frame, mm); camera: its fitted camera; detected: (478, 2) landmark
+    prepared: the PreparedModel (its LaplacianDeformer and landmark basis); V: (N, 3) coarse mesh (model frame, mm); camera: its fitted camera; detected: (478, 2) landmark
     pixels; depth: (H, W) the coarse mesh rendered with `camera` (mm, 0 = background), which decides
     the visibility of each landmark; sigma_px: the landmark noise for the outlier shrink (default:
     5 % of the detected interocular distance, as the coarse fit); on_fit: (478, 2) the detector's
@@ -264,10 +255,9 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
     detected − on_fit (the detector's own bias cancels) with the TARGET_GAIN_ON_FIT gains, instead of
     detected − the fitted landmarks with TARGET_GAIN.
     """
-    from .coarse import NOISE_FRACTION_OF_IOD, landmark_basis
-
     t0 = time.perf_counter()
-    deformer = laplacian_deformer(model, emb)
+    model, emb = prepared.model, prepared.require_embedding()
+    deformer = prepared.laplacian_deformer
     detected = np.asarray(detected, float)
     if detected.shape != (lmk.N_LANDMARKS, 2):
         raise ValueError(f"expected ({lmk.N_LANDMARKS}, 2) landmarks, got {detected.shape}")
@@ -279,11 +269,10 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
     q = camera.project(P)
     # evidence in this photo: visible in the coarse render's depth map and facing the camera
     vis = depth_visible(q, Pc[:, 2], depth, np.maximum(1.0, 0.005 * Pc[:, 2]), window=1)
-    facing = landmark_basis(model, emb).facing_cosines(camera.R, Pc) > MIN_FACING_COS
+    facing = prepared.landmark_basis.facing_cosines(camera.R, Pc) > MIN_FACING_COS
     active = deformer.bin_active[b] & vis & facing
     if sigma_px is None:
-        p68 = lmk.to_68(detected)
-        sigma_px = max(NOISE_FRACTION_OF_IOD * float(np.linalg.norm(p68[36] - p68[45])), 0.5)
+        sigma_px = max(NOISE_FRACTION_OF_IOD * lmk.outer_interocular(detected), 0.5)
     r = detected - (q if on_fit is None else np.asarray(on_fit, float))
     rn = np.linalg.norm(r, axis=1)
     r *= np.minimum(1.0, OUTLIER_SIGMAS * sigma_px / np.maximum(rn, 1e-12))[:, None]
@@ -306,29 +295,26 @@ def deform_to_landmarks(model: MorphableModel, emb: LandmarkEmbedding, V, camera
                         time.perf_counter() - t0, solve_s, cached, "fitted" if on_fit is None else "on_fit")
 
 
-def deform_redetected(model: MorphableModel, emb: LandmarkEmbedding, V, camera: Camera, detected, depth,
-                      on_fit=None):
+def deform_redetected(prepared, V, camera: Camera, detected, depth, on_fit=None):
     """The medium stage with the detector-consistent residual: the detector is also run on a render of
     the coarse mesh V (`fitter.detector_bias`) and the residual is detected − that detection. Where it
     gives no evidence (a view beyond REDETECT_MAX_YAW, or no face found on the render) the coarse shape
     is held (residual "none"). on_fit: the detections on the render when the caller already has them.
     Not the pipeline's default: it helps on synthetic faces but not on the textured real scan
     (BENCHMARKS.md, medium stage)."""
-    from .detector_bias import detect_on_fit
-    from .errors import NoFaceError
-
     t0 = time.perf_counter()
+    model, emb = prepared.model, prepared.require_embedding()
     yaw = yaw_of_rotation(camera.R)
     reference, kind = np.asarray(detected, float), "none"  # a zero residual: nothing moves
     if abs(yaw) <= REDETECT_MAX_YAW:
         try:
             reference = on_fit if on_fit is not None else detect_on_fit(
-                model, V, camera, camera.project(emb.points(V, model.faces, yaw)))
+                prepared, V, camera, camera.project(emb.points(V, model.faces, yaw)))
             kind = "on_fit"
         except NoFaceError:
             pass
     t_redetect = time.perf_counter() - t0
-    res = deform_to_landmarks(model, emb, V, camera, detected, depth, on_fit=reference)
+    res = deform_to_landmarks(prepared, V, camera, detected, depth, on_fit=reference)
     res.residual = kind
     res.redetect_seconds = t_redetect
     res.seconds += t_redetect

@@ -33,7 +33,6 @@ class MorphableModel:
     color_basis: Optional[np.ndarray] = None  # (C, N, 3) per unit coefficient
     regions: dict = field(default_factory=dict)  # name -> int64 vertex indices
     metadata: dict = field(default_factory=dict)
-    cache: dict = field(default_factory=dict, repr=False, compare=False)  # derived data, computed once per model
 
     @property
     def n_vertices(self):
@@ -72,6 +71,11 @@ class MorphableModel:
     def faces_in(self, *region_names):
         """Triangles whose three vertices lie in the union of the given regions."""
         return self.faces[self.region_mask(*region_names)[self.faces].all(axis=1)]
+
+    def render_faces(self):
+        """Triangles the renderer draws: the 'render' region when the model has one (it leaves out
+        hidden inner parts), else all. `PreparedModel.render_faces` keeps them."""
+        return self.faces_in("render") if "render" in self.regions else self.faces
 
     def random_coefficients(self, rng, identity_scale=1.0, expression_scale=0.0):
         """Identity ~ N(0, s²); expression ~ N(0, s²) for PCA, U(0, s) for blendshapes."""

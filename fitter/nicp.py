@@ -12,9 +12,9 @@ correspondence on the target; p_l: landmark targets. The normal equations
 (α² (MᵀM ⊗ G²) + DᵀWD + β² D_lᵀD_l) X = DᵀWU + β² D_lᵀP are one 4n × 4n SPD system with three
 right-hand sides.
 
-What is factored and reused (`NicpSystem`, cached per template topology): CHOLMOD's symbolic
-analysis of that pattern is computed once and reused by every numeric factorisation (every stiffness
-step of every registration). Within a step the matrix is held fixed, so its numeric factor is reused by
+What is factored and reused (`NicpTopology`, kept per model by `PreparedModel.nicp_topology` for the
+face area): CHOLMOD's symbolic analysis of that pattern is computed once and reused by every numeric
+factorisation (every stiffness step of every registration). Within a step the matrix is held fixed, so its numeric factor is reused by
 every ICP iteration of the step, which then costs a closest-point query and one back-substitution:
 every vertex keeps data weight w_i = 1, and a vertex whose correspondence is rejected (too far, colour
 too different, normals incompatible, target on a boundary) gets its own current position as target,
@@ -105,7 +105,7 @@ def edges_of(F):
     return np.stack([key // n, key % n], axis=1)
 
 
-class _Topology:
+class NicpTopology:
     """What depends on the template's triangles only: MᵀM ⊗ G², the block ordering, the matrix
     pattern in that order with the stiffness and identity values laid out on it, the position of each
     vertex's 4 × 4 data block in it, and CHOLMOD's analysis (`analysis`)."""
@@ -139,31 +139,20 @@ class _Topology:
         self.shape = (4 * n, 4 * n)
 
 
-_topologies = {}
-
-
-def _topology(F, n, gamma):
-    """The _Topology of (F, n, γ), kept for the process (a model has one face area)."""
-    F = np.ascontiguousarray(F)
-    key = (n, float(gamma), F.shape, hash(F.tobytes()))
-    if key not in _topologies:
-        if len(_topologies) >= 4:
-            _topologies.pop(next(iter(_topologies)))
-        _topologies[key] = _Topology(F, n, gamma)
-    return _topologies[key]
-
-
 class NicpSystem:
-    """The NICP normal equations of one template: its positions (D), and the shared _Topology (the
-    stiffness, the ordering, the pattern and CHOLMOD's analysis of it, computed once per triangle set)."""
+    """The NICP normal equations of one template: its positions (D), and its NicpTopology (the
+    stiffness, the ordering, the pattern and CHOLMOD's analysis of it: give the one computed for these
+    triangles before, e.g. `PreparedModel.nicp_topology`, or a new one is computed)."""
 
-    def __init__(self, V_template, F, gamma=1.0):
+    def __init__(self, V_template, F, gamma=1.0, topology: "NicpTopology" = None):
         V = np.asarray(V_template, float)
         self.n = n = len(V)
         self.center = V.mean(axis=0)
         Vh = np.column_stack([(V - self.center) / NORMALISE_MM, np.ones(n)])
         self.Vh = Vh
-        topo = _topology(F, n, gamma)
+        topo = topology if topology is not None else NicpTopology(np.ascontiguousarray(F), n, gamma)
+        if topo.shape != (4 * n, 4 * n):
+            raise ValueError("the NicpTopology was built for another template")
         self.stiff, self.perm = topo.stiff, topo.perm
         # D: (n, 4n) with row i = v̂_iᵀ at columns 4i..4i+3
         self.D = sp.csr_matrix((Vh.ravel(), (np.repeat(np.arange(n), 4), np.arange(4 * n))), shape=(n, 4 * n))

@@ -14,14 +14,14 @@ import numpy as np
 
 from . import landmarks as lmk
 from .camera import yaw_of_rotation
-from .coarse import fit_landmarks, landmark_basis
+from .coarse import fit_landmarks
 from .draw import draw_points, draw_text
-from .embedding import load_embedding
 from .errors import InputError
 from .fine import detail_mesh, refine_depth
 from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
 from .mesh import write_obj
-from .medium import deform_to_landmarks, laplacian_deformer
+from .medium import deform_to_landmarks
+from .prepared import PreparedModel
 from .render import get_renderer, vertex_visibility
 from .segment import FaceLabel, parse_face, person_mask
 from .texture import fit_texture, uv_texture
@@ -61,21 +61,20 @@ def exif_focal_px(path, width, height):
     return float(f35) / 36.0 * max(width, height)
 
 
-def fit_photo(path, model, stages=DEFAULT_STAGES, focal=None, all_faces=False, texture_size=1024, image=None,
-              fine_config=None):
-    """Fit every requested face of the photo at `path`. Raises InputError / NoFaceError."""
+def fit_photo(path, prepared: PreparedModel, stages=DEFAULT_STAGES, focal=None, all_faces=False, texture_size=1024,
+              image=None, fine_config=None):
+    """Fit every requested face of the photo at `path` (or of `image`, (H, W, 3) uint8, when given) with
+    the PreparedModel. Returns a list of FaceResult. Raises InputError / NoFaceError."""
     for s in stages:
         if s not in STAGES:
             raise InputError(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
     if "coarse" not in stages:
         raise InputError("the 'coarse' stage is required: every later stage starts from it")
-    emb = load_embedding(model)
-    if emb is None:
-        raise InputError(f"model '{model.name}' has no landmark embedding; reinstall it with 'facefit model install'")
+    prepared.require_embedding()
     t0 = time.perf_counter()
-    landmark_basis(model, emb)  # built once per model (~0.8 s), not part of any photo's fit time
+    prepared.landmark_basis  # built once per model (~0.8 s), not part of any photo's fit time
     if "medium" in stages:
-        laplacian_deformer(model, emb)  # once per model (~2 s): Laplacian, anchors, CHOLMOD analysis
+        prepared.laplacian_deformer  # once per model (~2 s): Laplacian, anchors, CHOLMOD analysis
     t_prepare = time.perf_counter() - t0
     t0 = time.perf_counter()
     img = read_image(path) if image is None else image
@@ -87,68 +86,71 @@ def fit_photo(path, model, stages=DEFAULT_STAGES, focal=None, all_faces=False, t
     focal_px, focal_source = (float(focal), "given") if focal else (exif_focal_px(path, W, H), "exif")
     if focal_px is None:
         focal_source = "estimated"
-    person = None
+    person = person_mask(img) if faces else None
     results = []
     for k, face in enumerate(faces):
         times = {"read_s": t_read, "detect_s": t_detect / len(faces), "model_prepare_s": t_prepare}
-        t0 = time.perf_counter()
-        fit = fit_landmarks(model, emb, [face.points], [(W, H)], focal=focal_px)
-        times["coarse_s"] = time.perf_counter() - t0
-        im = fit.images[0]
-        V = model.shape(fit.identity, im.expression)
-        r = FaceResult(str(path), k, face, im, fit.identity, V, times=times)
+        r = _fit_face(prepared, path, k, face, img, person, stages, focal_px, texture_size, fine_config, times)
         r.focal_source = focal_source
-        if person is None:
-            person = person_mask(img)
-        labels = parse_face(img, face, person)
-        F = model.faces_in("render") if "render" in model.regions else model.faces
-        res = get_renderer().render(V, F, im.camera)
-        fitted_2d, error_px = im.fitted_2d, im.error_px
-        if "medium" in stages:
-            r.medium = deform_to_landmarks(model, emb, V, im.camera, face.points, res.depth)
-            times["medium_s"] = r.medium.seconds
-            V = r.vertices = r.medium.vertices
-            res = get_renderer().render(V, F, im.camera)
-            fitted_2d = r.medium.fitted_2d
-            error_px = float(np.median(np.linalg.norm(fitted_2d - face.points, axis=1)[im.weights > 0]))
-        if "fine" in stages:
-            try:
-                r.fine = refine_depth(model, V, im.camera, img, labels, fine_config)
-                times["fine_s"] = r.fine.seconds
-                V = r.vertices = r.fine.vertices
-                res = get_renderer().render(V, F, im.camera)
-            except (InputError, RuntimeError) as e:  # a tiny face, no skin, Ceres layout: keep the medium mesh
-                times["fine_error"] = str(e)
-        t0 = time.perf_counter()
-        vis = vertex_visibility(V, F, im.camera, res)
-        try:
-            r.texture = fit_texture(model, V, im.camera, img, vis, labels == FaceLabel.SKIN)
-            r.texture_image = uv_texture(model, V, im.camera, img, res.depth, r.texture, size=texture_size,
-                                         photo_mask=labels != FaceLabel.OTHER)
-        except ValueError as e:  # too little visible skin: keep the geometry, say why there is no texture
-            r.times["texture_error"] = str(e)
-        times["texture_s"] = time.perf_counter() - t0
-        r.overlay = overlay(img, model, V, im, r.texture, fitted_2d, error_px)
         results.append(r)
     return results
 
 
-def overlay(img, model, V, im, tex=None, fitted_2d=None, error_px=None, alpha=0.55):
+def _fit_face(prepared, path, k, face, img, person, stages, focal_px, texture_size, fine_config, times):
+    """The stages for one detected face: coarse, then medium and fine when asked, texture, overlay."""
+    model, F = prepared.model, prepared.render_faces
+    H, W = img.shape[:2]
+    t0 = time.perf_counter()
+    fit = fit_landmarks(prepared, [face.points], [(W, H)], focal=focal_px)
+    times["coarse_s"] = time.perf_counter() - t0
+    im = fit.images[0]
+    V = model.shape(fit.identity, im.expression)
+    r = FaceResult(str(path), k, face, im, fit.identity, V, times=times)
+    labels = parse_face(img, face, person)
+    res = get_renderer().render(V, F, im.camera)
+    fitted_2d, error_px = im.fitted_2d, im.error_px
+    if "medium" in stages:
+        r.medium = deform_to_landmarks(prepared, V, im.camera, face.points, res.depth)
+        times["medium_s"] = r.medium.seconds
+        V = r.vertices = r.medium.vertices
+        res = get_renderer().render(V, F, im.camera)
+        fitted_2d = r.medium.fitted_2d
+        error_px = float(np.median(np.linalg.norm(fitted_2d - face.points, axis=1)[im.weights > 0]))
+    if "fine" in stages:
+        try:
+            r.fine = refine_depth(prepared, V, im.camera, img, labels, fine_config)
+            times["fine_s"] = r.fine.seconds
+            V = r.vertices = r.fine.vertices
+            res = get_renderer().render(V, F, im.camera)
+        except (InputError, RuntimeError) as e:  # a tiny face, no skin, Ceres layout: keep the medium mesh
+            times["fine_error"] = str(e)
+    t0 = time.perf_counter()
+    vis = vertex_visibility(V, F, im.camera, res)
+    try:
+        r.texture = fit_texture(prepared, V, im.camera, img, vis, labels == FaceLabel.SKIN)
+        r.texture_image = uv_texture(prepared, V, im.camera, img, res.depth, r.texture, size=texture_size,
+                                     photo_mask=labels != FaceLabel.OTHER)
+    except ValueError as e:  # too little visible skin: keep the geometry, say why there is no texture
+        r.times["texture_error"] = str(e)
+    times["texture_s"] = time.perf_counter() - t0
+    r.overlay = overlay(img, prepared, V, im, r.texture, fitted_2d, error_px)
+    return r
+
+
+def overlay(img, prepared, V, im, tex=None, fitted_2d=None, error_px=None, alpha=0.55):
     """The photo with the fitted mesh V (shaded, albedo when known) blended over it, detected landmarks
     (blue) and fitted landmarks (green; default: the coarse fit's) with their median error."""
     fitted_2d = im.fitted_2d if fitted_2d is None else fitted_2d
     error_px = im.error_px if error_px is None else error_px
-    F = model.faces_in("render") if "render" in model.regions else model.faces
     colors = None if tex is None else tex.albedo
-    shaded = get_renderer().render(V, F, im.camera, vertex_colors=colors, light_dir=(0.0, 0.0, -1.0),
+    shaded = get_renderer().render(V, prepared.render_faces, im.camera, vertex_colors=colors, light_dir=(0.0, 0.0, -1.0),
                                    ambient=0.45, diffuse=0.6)
     out = img.astype(np.float32) / 255.0
     m = shaded.mask
     out[m] = (1 - alpha) * out[m] + alpha * shaded.color[m]
     out8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
     scale = max(1.0, im.camera.width / 800)
-    p68 = lmk.to_68(im.landmarks_2d)
-    radius = float(np.clip(np.linalg.norm(p68[36] - p68[45]) / 90.0, 0.8, 3.0))
+    radius = float(np.clip(lmk.outer_interocular(im.landmarks_2d) / 90.0, 0.8, 3.0))
     out8 = draw_points(out8, im.landmarks_2d, (60, 140, 255), radius=radius)
     out8 = draw_points(out8, fitted_2d, (40, 230, 40), radius=radius)
     iod = im.error_px / max(im.error_iod, 1e-12)

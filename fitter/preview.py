@@ -4,20 +4,18 @@ import numpy as np
 from . import landmarks as lmk
 from .camera import look_at_face
 from .draw import draw_crosses, draw_points, draw_text
-from .embedding import FOCAL_PX, DISTANCE_MM, RENDER_BACKGROUND, load_embedding, render_albedo
 from .errors import InputError, NoFaceError
-from .model import MorphableModel
+from .painting import DISTANCE_MM, FOCAL_PX, RENDER_BACKGROUND
+from .prepared import PreparedModel
 from .render import depth_visible, get_renderer
 
 
-def model_preview(model: MorphableModel, yaw=0.0, pitch=0.0, identity_seed=None, size=768, detect=True):
+def model_preview(prepared: PreparedModel, yaw=0.0, pitch=0.0, identity_seed=None, size=768, detect=True):
     """(size, size, 3) uint8 picture: the model (mean identity, or a random one for identity_seed) at
     yaw/pitch with its embedded landmarks (green; hollow where hidden), their iBUG-68 equivalents
     (yellow), the model's own 68 landmark vertices (red crosses) and, if `detect`, what MediaPipe
     detects on this very render (blue), so the embedding can be judged by eye."""
-    emb = load_embedding(model)
-    if emb is None:
-        raise InputError(f"model '{model.name}' has no landmark embedding; reinstall it with 'facefit model install'")
+    model, emb = prepared.model, prepared.require_embedding()
     if not -90 <= yaw <= 90 or not -90 <= pitch <= 90:
         raise InputError("--yaw and --pitch must be within [-90, 90] degrees")
     alpha = None
@@ -27,8 +25,8 @@ def model_preview(model: MorphableModel, yaw=0.0, pitch=0.0, identity_seed=None,
     center = V[model.regions["face"]].mean(0) if "face" in model.regions else V.mean(0)
     scale = size / 512.0
     cam = look_at_face(center, yaw, pitch, DISTANCE_MM, FOCAL_PX * scale, size, size)
-    F = model.faces_in("render") if "render" in model.regions else model.faces
-    res = get_renderer().render(V, F, cam, vertex_colors=render_albedo(model), background=RENDER_BACKGROUND)
+    res = get_renderer().render(V, prepared.render_faces, cam, vertex_colors=prepared.painted_albedo,
+                                background=RENDER_BACKGROUND)
     img = res.color_uint8()
     P = emb.points(V, model.faces, yaw)
     uv = cam.project(P)

@@ -12,16 +12,24 @@ between stiffness steps on the current registration.
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import landmarks as lmk
 from .align import similarity_transform
-from .camera import Camera
+from .camera import MODEL_TO_OPENCV, Camera, intrinsics
+from .closest import MeshQuery
+from .coarse import fit_landmarks
 from .errors import InputError, NoFaceError
+from .evaluate import crop
+from .io import save_npz_atomic, write_image_atomic, write_json_atomic
+from .mesh import boundary_vertices, face_normals, interpolate, submesh, vertex_normals, write_obj
 from .nicp import NicpSettings, NicpSystem, Target, nicp
+from .render import depth_visible, get_renderer
+from .scan import FaceFrame, find_face_frame, render_scan
+from .texture import fit_phong, phong_shade, sample_image
 
 DEPTH_EDGE_MM = 10.0       # a jump larger than this (or 3 % of the depth) between neighbours is an edge
 DEPTH_EDGE_FRACTION = 0.03
@@ -178,7 +186,6 @@ def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iteration
     lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5) on a fixed random
     sample of `sample` of them (the 10 light parameters need no more). light: a PhongLight to start
     from (the previous fit). Returns (colours, light)."""
-    from .texture import fit_phong, phong_shade, sample_image
 
     img = np.asarray(image, np.float32) / 255.0
     uvw = V_cam @ np.asarray(K, float).T
@@ -217,6 +224,7 @@ class Registration:
     report: dict = field(default_factory=dict)
     landmarks: tuple = None       # (face-area vertex ids (L,), targets (L, 3)): the NICP landmark term
     target: Target = None         # what was registered to (camera frame)
+    view: np.ndarray = None       # (H, W, 3) uint8: a scan registration's virtual view (the overlay's image)
 
 
 def split_similarity(model, V_regist, region="face"):
@@ -238,40 +246,88 @@ def _principal_point_shift(points, K, W, H):
     return out
 
 
-def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_color=True, target=None,
-                  target_transform=None, log=None):
-    """Register `model` to a colour image (H, W, 3) uint8 and registered depth (H, W) mm with
-    intrinsics K. target: optional Target (camera frame) to register to instead of the depth pixels
-    (a scan seen by this camera). Raises InputError / NoFaceError."""
-    from .coarse import fit_landmarks
-    from .embedding import load_embedding, painted_parts
-    from .medium import laplacian_deformer
-    from .mesh import vertex_normals
-    from .render import depth_visible
-
-    H, W = color.shape[:2]
+def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_color=True, target=None):
+    """Register the PreparedModel's model to a colour image (H, W, 3) uint8 and registered depth (H, W) mm
+    with intrinsics K. target: optional Target (camera frame) to register to instead of the depth
+    pixels (a scan seen by this camera). Raises InputError / NoFaceError."""
     check_depth(depth, color.shape)
-    emb = load_embedding(model)
-    if emb is None:
-        raise InputError(f"model '{model.name}' has no landmark embedding; reinstall it")
+    prepared.require_embedding()
     t0 = time.perf_counter()
-    laplacian_deformer(model, emb)  # once per model (face-area tables, landmark basis): not a capture's time
+    deformer = prepared.laplacian_deformer  # once per model (face-area tables, landmark basis): not a capture's time
     times = {"model_prepare_s": time.perf_counter() - t0}
     t_all = time.perf_counter()
+    face, V_fit = _detect_and_fit(prepared, color, K, times)
+    lift = _lift_onto_depth(prepared, face, V_fit, depth, K, times)
+    V0 = lift.vertices
+    # target
+    t0 = time.perf_counter()
+    if target is None:
+        target, _ = depth_target(depth, K, color)
+    target = crop_target(target, V0[deformer.domain], margin_mm=0.3 * lift.iod_mm)
+    times["target_s"] = time.perf_counter() - t0
+    # template: the face area; landmark term: inner landmark vertices -> depth points
+    F_face, dom = deformer.F_local, deformer.domain
+    lv_all = deformer.vertex_of_landmark[lift.inner]
+    use = lift.keep & (lv_all >= 0)
+    lv, lt = lv_all[use], lift.depth_points[use]
+    lv, first = np.unique(lv, return_index=True)
+    lt = lt[first]
+    settings = settings or NicpSettings()
+    system = NicpSystem(V0[dom], F_face, settings.gamma, prepared.nicp_topology(settings.gamma))
+    colours = _TemplateColours(prepared, V0, color, depth, K) if use_color else None
+    t0 = time.perf_counter()
+    colors0 = colours(V0[dom]) if use_color else None
+    times["texture_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = nicp(V0[dom], F_face, target, lift.iod_mm, settings, lv, lt, colors0, colours, system)
+    times["nicp_s"] = time.perf_counter() - t0
+    V = V0 + deformer.extend(res.vertices - V0[dom])
+    f, R, t, S_morph = split_similarity(prepared.model, V)
+    times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
+    report = _report(res, use_color, lv, lift, face, target, dom, times)
+    return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target)
+
+
+def _detect_and_fit(prepared, color, K, times):
+    """The largest face's landmarks and the coarse fit's mesh (N, 3) in the camera frame of K."""
+    H, W = color.shape[:2]
+    model = prepared.model
     t0 = time.perf_counter()
     face = lmk.detect_landmarks(color)[0]
     times["detect_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pts = _principal_point_shift(face.points, K, W, H)
-    fit = fit_landmarks(model, emb, [pts], [(W, H)], focal=float(K[0, 0]))
+    fit = fit_landmarks(prepared, [pts], [(W, H)], focal=float(K[0, 0]))
     im = fit.images[0]
     cam = Camera(K.copy(), im.camera.R, im.camera.t, W, H)
     V0 = cam.to_camera(model.shape(fit.identity, im.expression))  # camera frame
     times["coarse_s"] = time.perf_counter() - t0
-    # lift onto the depth: similarity from the fitted inner landmarks to the depth under the detections
+    return face, V0
+
+
+@dataclass
+class _Lift:
+    """The coarse mesh lifted onto the depth, and the landmark term it gives T-ICP."""
+
+    vertices: np.ndarray      # (N, 3) camera frame, mm
+    inner: np.ndarray         # (L,) MediaPipe ids of the inner landmarks (eyes, nose, lips, brows)
+    depth_points: np.ndarray  # (L, 3) the depth under each detected inner landmark (NaN: none)
+    keep: np.ndarray          # (L,) bool: on the depth surface (the trimmed similarity's inliers)
+    iod_mm: float             # outer interocular distance of the lifted mesh
+    iod_px: float             # ... of the detections
+
+
+INNER_GROUPS = ("eyes", "nose", "lips", "brows")
+
+
+def _lift_onto_depth(prepared, face, V0, depth, K, times):
+    """Similarity from the fitted inner landmarks to the depth under the detections (trimmed: landmarks
+    off the depth surface, over holes or occluders, are dropped). Raises NoFaceError when the depth
+    under the face does not look like a face."""
+    model, emb = prepared.model, prepared.embedding
     t0 = time.perf_counter()
     groups = lmk.groups()
-    inner = np.concatenate([groups[g] for g in ("eyes", "nose", "lips", "brows")])
+    inner = np.concatenate([groups[g] for g in INNER_GROUPS])
     L_model = emb.points(V0, model.faces, 0.0)[inner]
     L_depth = depth_at(depth, face.points[inner], K)
     ok = np.isfinite(L_depth).all(1)
@@ -297,68 +353,53 @@ def register_rgbd(model, color, depth, K, settings: NicpSettings = None, use_col
     V0 = s_ * V0 @ R_.T + t_
     times["lift_scale"] = s_
     times["lift_s"] = time.perf_counter() - t0
-    p68 = lmk.to_68(face.points)
-    iod_px = float(np.linalg.norm(p68[36] - p68[45]))
-    L68 = lmk.to_68(emb.points(V0, model.faces, 0.0))
-    iod_mm = float(np.linalg.norm(L68[36] - L68[45]))
-    # target
-    t0 = time.perf_counter()
-    if target is None:
-        target, _ = depth_target(depth, K, color)
-    target = crop_target(target, V0[laplacian_deformer(model, emb).domain], margin_mm=0.3 * iod_mm)
-    times["target_s"] = time.perf_counter() - t0
-    # template: the face area; landmark term: inner landmark vertices -> depth points
-    deformer = laplacian_deformer(model, emb)
-    F_face, dom = deformer.F_local, deformer.domain
-    lv_all = deformer.vertex_of_landmark[inner]
-    use = keep & (lv_all >= 0)
-    lv, lt = lv_all[use], L_depth[use]
-    lv, first = np.unique(lv, return_index=True)
-    lt = lt[first]
-    labels = painted_parts(model)[dom] if use_color else None
-    cam_id = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
+    iod_px = lmk.outer_interocular(face.points)
+    iod_mm = lmk.outer_interocular(emb.points(V0, model.faces, 0.0))
+    return _Lift(V0, inner, L_depth, keep, iod_mm, iod_px)
 
-    light_state = [None]  # the Phong light of the previous fit: the next refit starts from it
 
-    def template_colors(V_face):
+class _TemplateColours:
+    """T-ICP's colour update: the template's per-part colours under Phong lighting, refitted to the
+    image at the visible face-area vertices (`fit_template_colors`), each refit starting from the
+    previous light."""
+
+    def __init__(self, prepared, V0, color, depth, K):
+        deformer = prepared.laplacian_deformer
+        self.faces, self.dom = prepared.model.faces, deformer.domain
+        self.V0, self.color, self.depth, self.K = V0, color, depth, K
+        self.labels = prepared.painted_parts[self.dom]
+        H, W = color.shape[:2]
+        self.camera = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
+        self.light = None
+
+    def __call__(self, V_face):
         # visible: in front of the camera and at the captured depth (not behind an occluder or in a hole)
-        Vfull = V0.copy()
-        Vfull[dom] = V_face
-        normals = vertex_normals(Vfull, model.faces)[dom]
+        Vfull = self.V0.copy()
+        Vfull[self.dom] = V_face
+        normals = vertex_normals(Vfull, self.faces)[self.dom]
         z = V_face[:, 2]
-        vis = depth_visible(cam_id.project(V_face), z, depth, np.maximum(5.0, 0.01 * z), window=1)
+        vis = depth_visible(self.camera.project(V_face), z, self.depth, np.maximum(5.0, 0.01 * z), window=1)
         vis &= (normals * V_face).sum(1) < 0
-        colors, light_state[0] = fit_template_colors(labels, V_face, normals, color, vis, K, light=light_state[0])
+        colors, self.light = fit_template_colors(self.labels, V_face, normals, self.color, vis, self.K,
+                                                 light=self.light)
         return colors
 
-    settings = settings or NicpSettings()
-    system = NicpSystem(V0[dom], F_face, settings.gamma)
-    t0 = time.perf_counter()
-    colors0 = template_colors(V0[dom]) if use_color else None
-    times["texture_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = nicp(V0[dom], F_face, target, iod_mm, settings, lv, lt, colors0,
-               template_colors if use_color else None, system)
-    times["nicp_s"] = time.perf_counter() - t0
-    V = V0 + deformer.extend(res.vertices - V0[dom])
-    f, R, t, S_morph = split_similarity(model, V)
-    times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
-    report = {"inlier_fraction": [round(x, 4) for x in res.inlier_fraction],
-              "median_residual_mm": [round(x, 4) for x in res.median_residual_mm],
-              "iterations": res.iterations, "step_seconds": [round(x, 4) for x in res.step_seconds],
-              "factor_seconds": round(res.factor_seconds, 4), "texture_constraint": bool(use_color),
-              "landmarks_used": int(len(lv)), "interocular_mm": round(iod_mm, 3),
-              "interocular_px": round(iod_px, 3), "target_points": int(len(target.points)),
-              "template_vertices": int(len(dom)),
-              "times_s": {k: round(v, 4) for k, v in times.items()}}
-    return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target)
+
+def _report(res, use_color, lv, lift: _Lift, face, target, dom, times):
+    """report.json's figures."""
+    return {"inlier_fraction": [round(x, 4) for x in res.inlier_fraction],
+            "median_residual_mm": [round(x, 4) for x in res.median_residual_mm],
+            "iterations": res.iterations, "step_seconds": [round(x, 4) for x in res.step_seconds],
+            "factor_seconds": round(res.factor_seconds, 4), "texture_constraint": bool(use_color),
+            "landmarks_used": int(len(lv)), "interocular_mm": round(lift.iod_mm, 3),
+            "interocular_px": round(lift.iod_px, 3), "target_points": int(len(target.points)),
+            "template_vertices": int(len(dom)),
+            "times_s": {k: round(v, 4) for k, v in times.items()}}
 
 
 def surface_samples(V, F, n_points, rng, colors=None):
     """A Target of `n_points` points spread uniformly (by area) over the mesh (V, F), plus its vertices:
     face normals, interpolated colours, and boundary flags for points on triangles with an open edge."""
-    from .mesh import boundary_vertices, face_normals, interpolate
-
     V = np.asarray(V, float)
     F = np.asarray(F)
     area = 0.5 * np.linalg.norm(np.cross(V[F[:, 1]] - V[F[:, 0]], V[F[:, 2]] - V[F[:, 0]]), axis=1)
@@ -371,50 +412,58 @@ def surface_samples(V, F, n_points, rng, colors=None):
     return Target(P, Nf, C, on_edge)
 
 
-def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, image_size=640, focal_px=1000.0,
-                  distance_iod=7.2, seed=0, use_color=None):
-    """Register `model` to a 3D scan (fitter.scan.Scan, mm): the scan is oriented (its face frame found
-    by rendering it and detecting landmarks), seen by a virtual frontal camera (at `distance_iod` times
-    its outer interocular distance: ~650 mm for an adult in mm, and the same view in any units) as an
-    RGB-D pair for the landmarks and the coarse fit, and the template is registered to `n_points`
-    samples of its surface. A scan whose outer interocular distance is implausible in mm (arbitrary
-    units) is registered as a copy scaled to 90 mm and the result scaled back.
-    Returns (Registration in the scan's frame, the virtual camera). use_color: default, when the scan has
-    colours."""
-    from .camera import MODEL_TO_OPENCV, intrinsics
-    from .render import get_renderer
-    from .scan import find_face_frame, render_colors
-
-    frame = find_face_frame(scan)
-    p68 = lmk.to_68(np.nan_to_num(frame.landmarks))
-    iod = float(np.linalg.norm(p68[36] - p68[45]))
+def register_scan(prepared, scan, settings: NicpSettings = None, n_points=100_000, image_size=640, focal_px=1000.0,
+                  distance_iod=7.2, seed=0, use_color=None, frame: FaceFrame = None):
+    """Register the PreparedModel's model to a 3D scan (fitter.scan.Scan, mm): the scan is oriented (its
+    face frame found by rendering it and detecting landmarks, `find_face_frame`, unless `frame` is
+    given), seen by a virtual frontal camera (at `distance_iod` times its outer interocular distance:
+    ~650 mm for an adult in mm, and the same view in any units) as an RGB-D pair for the landmarks and
+    the coarse fit, and the template is registered to `n_points` samples of its surface. A scan whose
+    outer interocular distance is implausible in mm (arbitrary units) is registered as a copy scaled to
+    90 mm (whose face frame is found again on that copy) and the result scaled back.
+    Returns (Registration in the scan's frame, with `view` the virtual camera's render; the virtual
+    camera). use_color: default, when the scan has colours."""
+    frame = find_face_frame(scan) if frame is None else frame
+    iod = lmk.outer_interocular(np.nan_to_num(frame.landmarks))
     if not iod > 0:
         raise NoFaceError("the eye corners found on the scan coincide: cannot size the view")
     if not PLAUSIBLE_OUTER_IOD_MM[0] <= iod <= PLAUSIBLE_OUTER_IOD_MM[1]:
         # not in mm (arbitrary units): register a copy scaled to an adult's 90 mm, then scale back
-        from dataclasses import replace
-
         k = ADULT_OUTER_IOD_MM / iod
-        reg, cam = register_scan(model, replace(scan, V=scan.V * k), settings, n_points, image_size, focal_px,
+        reg, cam = register_scan(prepared, replace(scan, V=scan.V * k), settings, n_points, image_size, focal_px,
                                  distance_iod, seed, use_color)
         reg.vertices, reg.coarse_vertices = reg.vertices / k, reg.coarse_vertices / k
-        reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(model, reg.vertices)
+        reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(prepared.model, reg.vertices)
         reg.report["scan_scaled_by"] = round(k, 6)
         cam = Camera(cam.K, cam.R, cam.t / k, cam.width, cam.height)  # sees the unscaled scan the same way
         return reg, cam
     R = MODEL_TO_OPENCV @ frame.R
     t = np.array([0.0, 0.0, distance_iod * iod]) - R @ frame.nose_tip
     cam = Camera(intrinsics(focal_px, image_size, image_size), R, t, image_size, image_size)
-    has_color = scan.colors is not None
-    colors = render_colors(scan)
-    res = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=(0.2, -0.3, -1.0),
-                                background=(0.3, 0.3, 0.32))
+    res = render_scan(scan, cam)
     color, depth = res.color_uint8(), res.depth.astype(np.float32)
+    target = _scan_target(scan, cam, depth, color, n_points, seed)
+    has_color = scan.colors is not None
+    use_color = has_color if use_color is None else (use_color and has_color)
+    reg = register_rgbd(prepared, color, depth, cam.K, settings, use_color=use_color, target=target)
+    # back to the scan's frame: x_scan = Rᵀ (x_cam − t)
+    to_scan = lambda X: (X - t) @ R  # noqa: E731
+    reg.vertices = to_scan(reg.vertices)
+    reg.coarse_vertices = to_scan(reg.coarse_vertices)
+    reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(prepared.model, reg.vertices)
+    reg.report["frame"] = "scan"
+    reg.view = color
+    return reg, cam
+
+
+def _scan_target(scan, cam: Camera, depth, color, n_points, seed):
+    """T-ICP's target for a scan seen by `cam`: `n_points` surface samples in the camera frame, their
+    normals facing the camera, and (textured scans) the colour the camera sees where it sees them."""
+    image_size = cam.width
+    has_color = scan.colors is not None
     rng = np.random.default_rng(seed)
     target = surface_samples(cam.to_camera(scan.V), scan.F, n_points, rng, scan.colors if has_color else None)
     # which samples the virtual camera sees (for the normals' orientation and the colours)
-    from .render import depth_visible
-
     cam_id = Camera(cam.K, np.eye(3), np.zeros(3), image_size, image_size)
     uv = cam_id.project(target.points)
     z = target.points[:, 2]
@@ -424,21 +473,11 @@ def register_scan(model, scan, settings: NicpSettings = None, n_points=100_000, 
     if seen.any() and np.median((target.normals[seen] * -target.points[seen]).sum(1)) < 0:
         target.normals = -target.normals
     if has_color:  # the template's colour is fitted to the image: give the target the colour the camera sees
-        from .texture import sample_image
-
         shot = sample_image(color.astype(np.float32) / 255.0, uv[seen])[:, :3]
         gain = np.median(shot / np.maximum(target.colors[seen], 1e-3), axis=0)  # unseen: texture × mean light
         target.colors = np.clip(target.colors * gain, 0.0, 1.0)
         target.colors[seen] = shot
-    use_color = has_color if use_color is None else (use_color and has_color)
-    reg = register_rgbd(model, color, depth, cam.K, settings, use_color=use_color, target=target)
-    # back to the scan's frame: x_scan = Rᵀ (x_cam − t)
-    to_scan = lambda X: (X - t) @ R  # noqa: E731
-    reg.vertices = to_scan(reg.vertices)
-    reg.coarse_vertices = to_scan(reg.coarse_vertices)
-    reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(model, reg.vertices)
-    reg.report["frame"] = "scan"
-    return reg, cam
+    return target
 
 
 def scan_distances(reg_vertices, model, scan_V, scan_F, nose_tip, crop_mm=95.0, region="face"):
@@ -447,14 +486,8 @@ def scan_distances(reg_vertices, model, scan_V, scan_F, nose_tip, crop_mm=95.0, 
     those whose closest point is not on a triangle at the region's open rim and lies along the surface
     normal there (within ~45°; a point beyond the rim — ears, temples, hair, neck of a full-head scan —
     meets the surface obliquely). Returns (distances, covered fraction)."""
-    from .closest import MeshQuery
-    from .evaluate import crop
-    from .mesh import boundary_vertices, submesh
-
     Vs, _ = crop(scan_V, scan_F, nose_tip, crop_mm)
     Fr, old = submesh(model.faces, model.region_mask(region))
-    from .mesh import face_normals
-
     Vr = np.asarray(reg_vertices)[old]
     cp = MeshQuery(Vr, Fr).closest(Vs)
     rim = boundary_vertices(Fr, len(old))[Fr].any(axis=1)
@@ -466,9 +499,6 @@ def scan_distances(reg_vertices, model, scan_V, scan_F, nose_tip, crop_mm=95.0, 
 def write_registration(reg: Registration, model, outdir, overlay=None):
     """registered.obj (model topology, mm, camera or scan frame), s_morph.npz, report.json and, when
     given, overlay.png — each written atomically."""
-    from .io import save_npz_atomic, write_image_atomic, write_json_atomic
-    from .mesh import write_obj
-
     d = Path(outdir)
     write_obj(d / "registered.obj", reg.vertices, model.faces)
     save_npz_atomic(d / "s_morph.npz", s_morph=reg.s_morph.astype(np.float32), f=np.float64(reg.scale),
@@ -480,15 +510,12 @@ def write_registration(reg: Registration, model, outdir, overlay=None):
     return d
 
 
-def registration_overlay(model, V_cam, color, K):
+def registration_overlay(prepared, V_cam, color, K):
     """The colour image with a mesh of the model's topology, V_cam (N, 3) in the camera frame, shaded
     over it."""
-    from .render import get_renderer
-
     H, W = color.shape[:2]
     cam = Camera(np.asarray(K, float), np.eye(3), np.zeros(3), W, H)
-    F = model.faces_in("render") if "render" in model.regions else model.faces
-    r = get_renderer().render(V_cam, F, cam, light_dir=(0.0, 0.0, -1.0), ambient=0.45, diffuse=0.6)
+    r = get_renderer().render(V_cam, prepared.render_faces, cam, light_dir=(0.0, 0.0, -1.0), ambient=0.45, diffuse=0.6)
     out = color.astype(np.float32) / 255.0
     m = r.mask
     out[m] = 0.45 * out[m] + 0.55 * r.color[m]

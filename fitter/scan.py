@@ -6,8 +6,14 @@ from typing import Optional
 
 import numpy as np
 
+from . import landmarks as lmk
+from .camera import Camera, intrinsics
 from .errors import InputError, NoFaceError
+from .io import read_image
 from .mesh import read_obj
+from .model import UNIT_SCALES, infer_unit_scale
+from .render import get_renderer
+from .texture import sample_image
 
 
 @dataclass
@@ -20,11 +26,21 @@ class Scan:
 
 
 UNTEXTURED_SKIN = (0.80, 0.62, 0.52)  # the colour an untextured scan is rendered with
+SCAN_LIGHT = (0.2, -0.3, -1.0)          # the light and background of a scan's view (registration, overlay)
+SCAN_BACKGROUND = (0.3, 0.3, 0.32)
 
 
 def render_colors(scan: "Scan"):
     """(N, 3) per-vertex colours to render a scan with: its own, or a uniform skin tone."""
     return scan.colors if scan.colors is not None else np.tile(UNTEXTURED_SKIN, (len(scan.V), 1))
+
+
+def render_scan(scan: "Scan", camera: Camera, light_dir=SCAN_LIGHT, background=SCAN_BACKGROUND, colors=None):
+    """The renderer's result (colour, depth, index maps) for the scan seen by `camera`, coloured by
+    `colors` (N, 3) (default: `render_colors`)."""
+    colors = render_colors(scan) if colors is None else colors
+    return get_renderer().render(scan.V, scan.F, camera, vertex_colors=colors, light_dir=light_dir,
+                                 background=background)
 
 
 def _read_vtk(path):
@@ -62,7 +78,6 @@ def _read_vtk(path):
 
 def read_scan(path, units=None) -> Scan:
     """A scan in mm. `units` ('mm', 'cm', 'm') or None to infer from the size of the head."""
-    from .model import UNIT_SCALES, infer_unit_scale
 
     path = Path(path)
     if not path.is_file():
@@ -104,8 +119,6 @@ def read_points(path):
 
 def texture_colors(scan: Scan, texture_path):
     """Per-vertex colours sampled from a texture image at the scan's per-vertex UVs."""
-    from .io import read_image
-    from .texture import sample_image
 
     if scan.uv is None:
         raise InputError("the scan has no texture coordinates: a texture image cannot be mapped onto it")
@@ -127,11 +140,7 @@ class FaceFrame:
 def find_face_frame(scan: Scan, size=512):
     """Orient a scan: render it looking along each axis direction (and rolled), run the landmark
     detector, lift the detected points onto the scan through the index map, and build the face frame
-    from the eyes and mouth; the nose tip is MediaPipe point 4 lifted onto the surface."""
-    from . import landmarks as lmk
-    from .camera import Camera, intrinsics
-    from .render import get_renderer
-
+    from the eyes and mouth; the nose tip is MediaPipe point 4 lifted onto the surface (24 renders)."""
     V, F = scan.V, scan.F
     center = V[np.unique(F)].mean(0)
     extent = float(np.ptp(V[np.unique(F)], axis=0).max())
@@ -149,8 +158,7 @@ def find_face_frame(scan: Scan, size=512):
             dist = 2.2 * extent
             f = size * 1.2
             cam = Camera(intrinsics(f, size, size), R, np.array([0, 0, dist]) - R @ center, size, size)
-            res = get_renderer().render(V, F, cam, vertex_colors=colors, light_dir=(0.0, -0.3, -1.0),
-                                        background=(0.25, 0.25, 0.28))
+            res = render_scan(scan, cam, light_dir=(0.0, -0.3, -1.0), background=(0.25, 0.25, 0.28), colors=colors)
             try:
                 face = lmk.detect_landmarks(res.color_uint8())[0]
             except NoFaceError:
@@ -164,9 +172,8 @@ def find_face_frame(scan: Scan, size=512):
     P = res.surface_points(V, F)
     px = np.clip(np.rint(face.points).astype(int), 0, size - 1)
     L3 = P[px[:, 1], px[:, 0]]
-    p68 = lmk.to_68(np.nan_to_num(L3))
-    eye_r, eye_l = p68[36:42].mean(0), p68[42:48].mean(0)
-    mouth = p68[[48, 54]].mean(0)
+    eye_r, eye_l, _, mouth_r, mouth_l = lmk.five_points(lmk.to_68(np.nan_to_num(L3)))
+    mouth = np.stack([mouth_r, mouth_l]).mean(0)
     xaxis = eye_l - eye_r
     xaxis /= np.linalg.norm(xaxis)
     up = (eye_r + eye_l) / 2 - mouth

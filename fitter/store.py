@@ -144,53 +144,14 @@ def install(name=DEFAULT_MODEL, source=None, fmt=None, progress=True, build_embe
     from .registry import spec as registry_spec
 
     spec = registry_spec(name)
-    fmt = fmt or (spec or {}).get("format")
-    if fmt is None:
-        raise InputError(f"model '{name}' is not in the registry: give its file with --from and its --format "
-                         f"({', '.join(formats.IMPORTERS)})")
-    if fmt not in formats.IMPORTERS:
-        raise InputError(f"unknown format '{fmt}' (known: {', '.join(formats.IMPORTERS)})")
-    if source is None:
-        if not spec or not spec.get("url"):
-            raise InputError(f"model '{name}' has no download URL: give its files with --from")
-        source = spec["url"]
+    fmt, source = _install_format_and_source(name, spec, fmt, source)
     t0 = time.perf_counter()
     models_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".install-", dir=models_dir()) as tmp:
         tmp = Path(tmp)
         src = str(source)
-        if src.startswith(("http://", "https://")):
-            archive = tmp / src.rsplit("/", 1)[-1]
-            _download(src, archive, progress)
-            src_path = archive
-        else:
-            src_path = Path(src).expanduser()
-            if not src_path.exists():
-                raise InputError(f"{src_path} does not exist")
-        if src_path.is_dir():
-            root = src_path
-        elif _is_archive(src_path):
-            root = tmp / "extracted"
-            root.mkdir()
-            log(f"extracting {src_path.name} ...")
-            _extract(src_path, root)
-        else:
-            root = src_path  # a single model file (BFM .mat/.h5, FLAME .pkl/.npz, SFM .bin)
-        importer = formats.IMPORTERS[fmt]
-        checksums_verified = False
-        if spec and spec.get("sha256"):
-            root = importer.find_root(root)
-            log("verifying checksums ...")
-            verify_checksums(root, spec["sha256"])
-            checksums_verified = True
-        log(f"importing {fmt} model ...")
-        try:
-            model = importer.load(root, spec or {"name": name}, name=name)
-        except (InputError, ModelInstallError):
-            raise
-        except (KeyError, ValueError, IndexError, OSError) as e:
-            raise ModelInstallError(f"{src_path} is not a valid {fmt} model ({e.__class__.__name__}: {e})") from None
-        model.name = name
+        root, src_path = _unpack_source(src, tmp, progress, log)
+        model, checksums_verified, importer, root = _import_model(name, spec, fmt, root, src_path, log)
         model.metadata.update(
             format=fmt, source=src if src.startswith("http") else str(Path(src).resolve()),
             installed_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -202,7 +163,7 @@ def install(name=DEFAULT_MODEL, source=None, fmt=None, progress=True, build_embe
         if lic is not None:
             shutil.copyfile(lic, stage / "LICENSE")
         if build_embedding:
-            from .embedding import build_and_store_embedding
+            from .embedding_build import build_and_store_embedding
 
             build_and_store_embedding(model, stage, seed=seed, progress=progress, log=log)
         info = json.loads((stage / MODEL_META).read_text())
@@ -215,3 +176,61 @@ def install(name=DEFAULT_MODEL, source=None, fmt=None, progress=True, build_embe
             os.replace(target, old)
         os.replace(stage, target)
     return target
+
+
+def _install_format_and_source(name, spec, fmt, source):
+    """The importer name and the source to install from (the registry's URL by default)."""
+    fmt = fmt or (spec or {}).get("format")
+    if fmt is None:
+        raise InputError(f"model '{name}' is not in the registry: give its file with --from and its --format "
+                         f"({', '.join(formats.IMPORTERS)})")
+    if fmt not in formats.IMPORTERS:
+        raise InputError(f"unknown format '{fmt}' (known: {', '.join(formats.IMPORTERS)})")
+    if source is None:
+        if not spec or not spec.get("url"):
+            raise InputError(f"model '{name}' has no download URL: give its files with --from")
+        source = spec["url"]
+    return fmt, source
+
+
+def _unpack_source(src, tmp: Path, progress, log):
+    """(root of the model's files, the local source path): a download lands in `tmp`, an archive is
+    extracted there, a folder or a single model file is used where it is."""
+    if src.startswith(("http://", "https://")):
+        archive = tmp / src.rsplit("/", 1)[-1]
+        _download(src, archive, progress)
+        src_path = archive
+    else:
+        src_path = Path(src).expanduser()
+        if not src_path.exists():
+            raise InputError(f"{src_path} does not exist")
+    if src_path.is_dir():
+        return src_path, src_path
+    if _is_archive(src_path):
+        root = tmp / "extracted"
+        root.mkdir()
+        log(f"extracting {src_path.name} ...")
+        _extract(src_path, root)
+        return root, src_path
+    return src_path, src_path  # a single model file (BFM .mat/.h5, FLAME .pkl/.npz, SFM .bin)
+
+
+def _import_model(name, spec, fmt, root, src_path, log):
+    """(model, checksums verified, importer, root): the registry's checksums checked when it has them,
+    then the files imported."""
+    importer = formats.IMPORTERS[fmt]
+    checksums_verified = False
+    if spec and spec.get("sha256"):
+        root = importer.find_root(root)
+        log("verifying checksums ...")
+        verify_checksums(root, spec["sha256"])
+        checksums_verified = True
+    log(f"importing {fmt} model ...")
+    try:
+        model = importer.load(root, spec or {"name": name}, name=name)
+    except (InputError, ModelInstallError):
+        raise
+    except (KeyError, ValueError, IndexError, OSError) as e:
+        raise ModelInstallError(f"{src_path} is not a valid {fmt} model ({e.__class__.__name__}: {e})") from None
+    model.name = name
+    return model, checksums_verified, importer, root

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.spatial import cKDTree
 
 from .camera import Camera
 from .mesh import interpolate, uniform_laplacian, vertex_normals
-from .render import depth_visible
+from .render import depth_visible, get_renderer
 
 SH_C = (0.886227, 1.023328, 0.495416, 0.858086, 0.429043)  # irradiance-convolved SH constants
 
@@ -90,38 +91,32 @@ def fit_phong(albedo, normals, view_dirs, colors, weights=None, start: PhongLigh
     return unpack(sol.x), float(np.sqrt(np.mean(sol.fun ** 2)))
 
 
-def mirror_pairs(model, region="face"):
-    """(i, j) vertex pairs mirrored across the model's x = 0 plane (within 1 mm), in `region` (cached)."""
-    key = ("mirror_pairs", region)
-    if key not in model.cache:
-        from scipy.spatial import cKDTree
-
-        idx = model.regions.get(region, np.arange(model.n_vertices)).astype(np.int64)
-        P = model.mean[idx]
-        d, j = cKDTree(P).query(P * np.array([-1.0, 1.0, 1.0]))
-        ok = d < 1.0  # mm
-        model.cache[key] = (idx[ok], idx[j[ok]])
-    return model.cache[key]
+def find_mirror_pairs(model, region="face"):
+    """(i, j) vertex pairs mirrored across the model's x = 0 plane (within 1 mm), in `region`
+    (`PreparedModel.mirror_pairs` keeps them)."""
+    idx = model.regions.get(region, np.arange(model.n_vertices)).astype(np.int64)
+    P = model.mean[idx]
+    d, j = cKDTree(P).query(P * np.array([-1.0, 1.0, 1.0]))
+    ok = d < 1.0  # mm
+    return idx[ok], idx[j[ok]]
 
 
-def _albedo_system(model, region, smooth, symmetry, prior):
+def build_albedo_system(model, mirror_pairs, region, smooth, symmetry, prior):
     """Region indices, vertex -> row map and the constant part of the albedo normal equations
-    (smoothness, symmetry, prior), cached per model."""
-    key = ("albedo_system", region, smooth, symmetry, prior)
-    if key not in model.cache:
-        N = model.n_vertices
-        reg_idx = model.regions.get(region, np.arange(N)).astype(np.int64)
-        pos = -np.ones(N, np.int64)
-        pos[reg_idx] = np.arange(len(reg_idx))
-        Fr = pos[model.faces[(pos[model.faces] >= 0).all(1)]]
-        Lap = uniform_laplacian(Fr, len(reg_idx))
-        mi, mj = mirror_pairs(model, region)
-        M = sp.csr_matrix((np.ones(len(mi)), (pos[mi], pos[mj])), shape=(len(reg_idx),) * 2)
-        paired = sp.diags((np.asarray(M.sum(1)).ravel() > 0).astype(float))
-        S = paired @ (sp.identity(len(reg_idx), format="csr") - M)  # a_i - a_mirror(i) on paired rows
-        base = (smooth * (Lap.T @ Lap) + symmetry * (S.T @ S) + prior * sp.identity(len(reg_idx))).tocsc()
-        model.cache[key] = (reg_idx, pos, base)
-    return model.cache[key]
+    (smoothness, symmetry, prior); mirror_pairs: `find_mirror_pairs(model, region)`
+    (`PreparedModel.albedo_system` keeps it)."""
+    N = model.n_vertices
+    reg_idx = model.regions.get(region, np.arange(N)).astype(np.int64)
+    pos = -np.ones(N, np.int64)
+    pos[reg_idx] = np.arange(len(reg_idx))
+    Fr = pos[model.faces[(pos[model.faces] >= 0).all(1)]]
+    Lap = uniform_laplacian(Fr, len(reg_idx))
+    mi, mj = mirror_pairs
+    M = sp.csr_matrix((np.ones(len(mi)), (pos[mi], pos[mj])), shape=(len(reg_idx),) * 2)
+    paired = sp.diags((np.asarray(M.sum(1)).ravel() > 0).astype(float))
+    S = paired @ (sp.identity(len(reg_idx), format="csr") - M)  # a_i - a_mirror(i) on paired rows
+    base = (smooth * (Lap.T @ Lap) + symmetry * (S.T @ S) + prior * sp.identity(len(reg_idx))).tocsc()
+    return reg_idx, pos, base
 
 
 @dataclass
@@ -152,10 +147,12 @@ def sample_image(image, uv):
     return out.reshape(rows * cols, -1)[:k]
 
 
-def fit_texture(model, V, camera: Camera, image, visible, skin_mask=None, region="face", iterations=3,
+def fit_texture(prepared, V, camera: Camera, image, visible, skin_mask=None, region="face", iterations=3,
                 smooth=2.0, symmetry=0.5, prior=0.05):
     """Estimate SH and Phong lighting and per-vertex albedo of mesh V (model frame, mm) from `image`
-    (H, W, 3) uint8 or float in [0, 1]. visible: (N,) bool; skin_mask: (H, W) bool of usable pixels."""
+    (H, W, 3) uint8 or float in [0, 1]. prepared: the PreparedModel (its albedo system); visible: (N,)
+    bool; skin_mask: (H, W) bool of usable pixels."""
+    model = prepared.model
     img = np.asarray(image, np.float32)
     if img.dtype != np.float32 or img.max() > 1.5:
         img = img / 255.0
@@ -180,7 +177,7 @@ def fit_texture(model, V, camera: Camera, image, visible, skin_mask=None, region
     if len(o) < 30:
         raise ValueError("fewer than 30 face vertices are visible skin: cannot estimate texture")
     w_obs = np.clip(facing[o], 0, 1)
-    reg_idx, pos, base = _albedo_system(model, region, smooth, symmetry, prior)
+    reg_idx, pos, base = prepared.albedo_system(region, smooth, symmetry, prior)
     albedo_mean = np.median(colors[o], axis=0) / 0.8  # start: uniform albedo under ~0.8 shading
     albedo = np.tile(albedo_mean, (N, 1))
     for _ in range(iterations):
@@ -215,31 +212,28 @@ def fit_texture(model, V, camera: Camera, image, visible, skin_mask=None, region
                       {"observed_vertices": int(len(o)), "region": region})
 
 
-def uv_rasterisation(model, size):
+def rasterise_uv(model, size):
     """Which texels of a size² texture the UV layout covers, and each one's triangle and barycentrics
-    (rendered once per model and size: vertices at (u W, (1 - v) H, 1) seen by an identity camera)."""
-    key = ("uv_raster", size)
-    if key not in model.cache:
-        from .render import get_renderer
-
-        if model.uv is None or model.uv_faces is None:
-            raise ValueError(f"model '{model.name}' has no UV layout")
-        UVp = np.column_stack([model.uv[:, 0] * size - 0.5, (1 - model.uv[:, 1]) * size - 0.5, np.ones(len(model.uv))])
-        flat = Camera(np.eye(3), np.eye(3), np.zeros(3), size, size)
-        r = get_renderer().render(UVp, model.uv_faces, flat, near=0.5, far=2.0)
-        model.cache[key] = (r.mask, r.triangle_id[r.mask], r.barycentric[r.mask].astype(np.float64))
-    return model.cache[key]
+    (rendered with vertices at (u W, (1 - v) H, 1) seen by an identity camera; `PreparedModel.uv_rasterisation`
+    keeps it per size)."""
+    if model.uv is None or model.uv_faces is None:
+        raise ValueError(f"model '{model.name}' has no UV layout")
+    UVp = np.column_stack([model.uv[:, 0] * size - 0.5, (1 - model.uv[:, 1]) * size - 0.5, np.ones(len(model.uv))])
+    flat = Camera(np.eye(3), np.eye(3), np.zeros(3), size, size)
+    r = get_renderer().render(UVp, model.uv_faces, flat, near=0.5, far=2.0)
+    return r.mask, r.triangle_id[r.mask], r.barycentric[r.mask].astype(np.float64)
 
 
-def uv_texture(model, V, camera: Camera, image, depth, tex: TextureFit, size=1024, feather_px=12, photo_mask=None):
+def uv_texture(prepared, V, camera: Camera, image, depth, tex: TextureFit, size=1024, feather_px=12, photo_mask=None):
     """(size, size, 3) uint8 texture in the model's UV layout: the photo where it sees the surface (and
     `photo_mask` allows), the albedo estimate (times the mean shading) elsewhere, blended over
     `feather_px` texels. `depth` is the photo-view depth render of V (mm, 0 = none) for visibility."""
     import cv2
 
+    model = prepared.model
     img = np.asarray(image, np.float32)
     img = img / 255.0 if img.max() > 1.5 else img
-    covered, tri, bary = uv_rasterisation(model, size)
+    covered, tri, bary = prepared.uv_rasterisation(size)
     P = interpolate(V, model.faces, tri, bary)                 # 3D point of each texel
     A = interpolate(tex.albedo, model.faces, tri, bary)        # albedo of each texel
     Nrm = interpolate(vertex_normals(V, model.faces), model.faces, tri, bary) @ camera.R.T

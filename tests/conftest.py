@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fitter.mesh import subdivide_midpoint
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEFIT_SHARED", REPO.parent / "shared"))
 ICT_ARCHIVE = SHARED / "models" / "ICT-FaceKit.tar.xz"
@@ -40,6 +42,14 @@ def ict_model(tmp_path_factory):
             os.environ["FACEFIT_HOME"] = old
 
 
+@pytest.fixture(scope="session")
+def ict_prepared(ict_model):
+    """The ICT model prepared once for the session (what the stages take)."""
+    from fitter.prepared import PreparedModel
+
+    return PreparedModel(ict_model)
+
+
 @pytest.fixture
 def tmp_home(tmp_path, monkeypatch):
     """An empty model store for one test."""
@@ -60,7 +70,7 @@ def grid_mesh(n, size, z):
 
 
 def icosphere(subdivisions, radius=1.0, center=(0, 0, 0)):
-    """Icosphere (V, F) by midpoint subdivision, vertices projected onto the sphere."""
+    """Icosphere (V, F) by midpoint subdivision (fitter.mesh), vertices projected onto the sphere."""
     t = (1 + 5 ** 0.5) / 2
     V = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
                   [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], float)
@@ -68,13 +78,6 @@ def icosphere(subdivisions, radius=1.0, center=(0, 0, 0)):
                   [10, 7, 6], [7, 1, 8], [3, 9, 4], [3, 4, 2], [3, 2, 6], [3, 6, 8], [3, 8, 9], [4, 9, 5],
                   [2, 4, 11], [6, 2, 10], [8, 6, 7], [9, 8, 1]])
     for _ in range(subdivisions):
-        edges = np.sort(np.concatenate([F[:, [0, 1]], F[:, [1, 2]], F[:, [2, 0]]]), axis=1)
-        uniq, inv = np.unique(edges, axis=0, return_inverse=True)
-        mid = len(V) + inv.reshape(3, -1).T
-        V = np.vstack([V, (V[uniq[:, 0]] + V[uniq[:, 1]]) / 2])
-        a, b, c = F.T
-        ab, bc, ca = mid.T
-        F = np.concatenate([np.stack([a, ab, ca], 1), np.stack([b, bc, ab], 1), np.stack([c, ca, bc], 1),
-                            np.stack([ab, bc, ca], 1)])
+        V, F, _ = subdivide_midpoint(V, F)
     V = V / np.linalg.norm(V, axis=1, keepdims=True) * radius + np.asarray(center, float)
     return V, F.astype(np.int32)

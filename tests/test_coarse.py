@@ -5,12 +5,11 @@ import pytest
 from fitter.align import align, similarity_transform
 from fitter.camera import look_at_face, yaw_of_rotation
 from fitter.coarse import _bounded_ridge, fit_landmarks
-from fitter.embedding import load_embedding
 
 
 @pytest.fixture(scope="module")
-def emb(ict_model):
-    return load_embedding(ict_model)
+def emb(ict_prepared):
+    return ict_prepared.embedding
 
 
 EXACT = {"noise_fraction": 0.01, "expression_reg": 1.0}  # settings for exact (noise-free) landmarks
@@ -26,7 +25,7 @@ def rotation_error_deg(R1, R2):
 
 
 @pytest.mark.parametrize("yaw,pitch", [(0, 0), (35, 10), (-50, -10)])
-def test_recovers_pose_expression_and_shape_from_noiseless_landmarks(ict_model, emb, yaw, pitch):
+def test_recovers_pose_expression_and_shape_from_noiseless_landmarks(ict_model, ict_prepared, emb, yaw, pitch):
     m = ict_model
     rng = np.random.default_rng(3)
     alpha = np.zeros(m.n_identity)
@@ -37,7 +36,7 @@ def test_recovers_pose_expression_and_shape_from_noiseless_landmarks(ict_model, 
     V = m.shape(alpha, beta)
     cam = look_at_face(V[m.region("face")].mean(0), yaw, pitch, 600, 1000, 640, 640)
     u = cam.project(emb.points(V, m.faces, yaw))
-    fit = fit_landmarks(m, emb, [u], [(640, 640)], focal=1000.0, **EXACT)
+    fit = fit_landmarks(ict_prepared, [u], [(640, 640)], focal=1000.0, **EXACT)
     im = fit.images[0]
     assert im.error_px < 1.0                                   # noiseless: the prior costs < 1 px
     assert rotation_error_deg(im.camera.R, cam.R) < 1.0
@@ -55,16 +54,16 @@ def test_recovers_pose_expression_and_shape_from_noiseless_landmarks(ict_model, 
                                                                            m.faces, fitted_yaw)), atol=1e-6)
 
 
-def test_estimates_focal_when_not_given(ict_model, emb):
+def test_estimates_focal_when_not_given(ict_model, ict_prepared, emb):
     m = ict_model
     V = m.shape(np.random.default_rng(8).standard_normal(m.n_identity))
     cam = look_at_face(V[m.region("face")].mean(0), 20, 0, 450, 1000, 640, 640)
-    fit = fit_landmarks(m, emb, [cam.project(emb.points(V, m.faces, 20))], [(640, 640)], **EXACT)
+    fit = fit_landmarks(ict_prepared, [cam.project(emb.points(V, m.faces, 20))], [(640, 640)], **EXACT)
     im = fit.images[0]
     assert im.error_px < 1.5 and 700 < im.camera.K[0, 0] < 1400
 
 
-def test_shared_identity_from_several_images_beats_each_single_image(ict_model, emb):
+def test_shared_identity_from_several_images_beats_each_single_image(ict_model, ict_prepared, emb):
     m = ict_model
     rng = np.random.default_rng(21)
     alpha = rng.standard_normal(m.n_identity)
@@ -77,9 +76,9 @@ def test_shared_identity_from_several_images_beats_each_single_image(ict_model, 
         cam = look_at_face(V[m.region("face")].mean(0), yaw, pitch, 600, 1000, 640, 640)
         u = cam.project(emb.points(V, m.faces, yaw)) + rng.normal(0, 1.5, (478, 2))
         us.append(u)
-        single = fit_landmarks(m, emb, [u], [(640, 640)], focal=1000.0)
+        single = fit_landmarks(ict_prepared, [u], [(640, 640)], focal=1000.0)
         singles.append(face_error(m, m.shape(single.identity), V0))
-    joint = fit_landmarks(m, emb, us, [(640, 640)] * 3, focal=1000.0)
+    joint = fit_landmarks(ict_prepared, us, [(640, 640)] * 3, focal=1000.0)
     err = face_error(m, m.shape(joint.identity), V0)
     assert err < min(singles), (err, singles)
     assert len(joint.images) == 3
@@ -90,12 +89,12 @@ def test_shared_identity_from_several_images_beats_each_single_image(ict_model, 
         assert e[j] > max(e[:j] + e[j + 1:]) + 0.1, (name, e)
 
 
-def test_fixed_identity_is_kept(ict_model, emb):
+def test_fixed_identity_is_kept(ict_model, ict_prepared, emb):
     m = ict_model
     alpha = np.random.default_rng(2).standard_normal(m.n_identity)
     V = m.shape(alpha)
     cam = look_at_face(V[m.region("face")].mean(0), 10, 0, 600, 1000, 640, 640)
-    fit = fit_landmarks(m, emb, [cam.project(emb.points(V, m.faces, 10))], [(640, 640)], focal=1000.0,
+    fit = fit_landmarks(ict_prepared, [cam.project(emb.points(V, m.faces, 10))], [(640, 640)], focal=1000.0,
                         identity=alpha)
     np.testing.assert_allclose(fit.identity, alpha, atol=1e-6)
     assert fit.images[0].error_px < 0.3
@@ -132,14 +131,14 @@ def test_the_fit_leaves_the_blas_thread_count_alone(ict_model, emb):
 
     code = (
         "from threadpoolctl import threadpool_info, threadpool_limits\n"
-        "from fitter.store import load_model\nfrom fitter.embedding import load_embedding\n"
-        "from fitter.coarse import fit_landmarks, landmark_basis\nfrom fitter.camera import look_at_face\n"
-        "m = load_model('ict'); e = load_embedding(m)\n"
+        "from fitter.prepared import PreparedModel\n"
+        "from fitter.coarse import fit_landmarks\nfrom fitter.camera import look_at_face\n"
+        "p = PreparedModel.load('ict'); m = p.model; e = p.embedding\n"
         "cam = look_at_face(m.mean[m.region('face')].mean(0), 0, 0, 600, 1000, 640, 640)\n"
         "with threadpool_limits(limits=2, user_api='blas'):\n"
         "    before = {i['filepath']: i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
-        "    landmark_basis(m, e)\n"  # the pipeline builds it before the first fit
-        "    fit_landmarks(m, e, [cam.project(e.points(m.mean, m.faces))], [(640, 640)], focal=1000.0)\n"
+        "    p.landmark_basis\n"  # the pipeline builds it before the first fit
+        "    fit_landmarks(p, [cam.project(e.points(m.mean, m.faces))], [(640, 640)], focal=1000.0)\n"
         "    after = {i['filepath']: i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
         "print(sorted(before.values()), sorted(after[k] for k in before))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ),

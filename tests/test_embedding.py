@@ -8,7 +8,9 @@ from click.testing import CliRunner
 from cli.main import cli
 from fitter import landmarks as lmk
 from fitter.camera import look_at_face
-from fitter.embedding import (DISTANCE_MM, FOCAL_PX, load_embedding, reference_distances, render_albedo)
+from fitter.embedding import load_embedding
+from fitter.embedding_build import reference_distances
+from fitter.painting import DISTANCE_MM, FOCAL_PX, RENDER_BACKGROUND
 from fitter.io import read_image
 from fitter.render import render
 
@@ -28,16 +30,17 @@ def test_inner51_close_to_the_models_own_68(ict_model, emb):
     assert abs(stored["inner51_median_mm"] - ref["inner51_median_mm"]) < 1e-9
 
 
-def test_reprojects_onto_a_held_out_render(ict_model, emb):
+def test_reprojects_onto_a_held_out_render(ict_prepared, emb):
     """A new identity and pose (never used to build the embedding): detected landmarks fall near the
     projected embedding, with no systematic offset (the half-pixel convention is right)."""
-    m = ict_model
+    m = ict_prepared.model
     alpha = m.random_coefficients(np.random.default_rng(4242), 1.0)[0]
     V = m.shape(alpha)
     errs, offs = [], []
     for yaw, pitch in ((18, -6), (-41, 4)):
         cam = look_at_face(V[m.region("face")].mean(0), yaw, pitch, DISTANCE_MM, FOCAL_PX, 512, 512)
-        res = render(V, m.faces_in("render"), cam, vertex_colors=render_albedo(m), background=(0.25, 0.25, 0.28))
+        res = render(V, ict_prepared.render_faces, cam, vertex_colors=ict_prepared.painted_albedo,
+                     background=RENDER_BACKGROUND)
         det = lmk.detect_landmarks(res.color_uint8())[0].points
         proj = cam.project(emb.points(V, m.faces, yaw))
         inner = np.setdiff1d(np.arange(478), emb.contour_ids)

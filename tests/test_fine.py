@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from fitter import fine
+from fitter.fine import ceres_tiles
 from fitter.texture import sh_basis
 
 pytest.importorskip("pyceres")
@@ -59,7 +60,7 @@ def test_depth_problem_jacobian_matches_finite_differences():
     rng = np.random.default_rng(0)
     d0 = np.where(known, depth + rng.normal(0, 0.3, depth.shape), 0.0)
     gx, gy = rng.normal(0, 0.01, (2,) + depth.shape)
-    P = fine.DepthProblem(d0, known, unknown, known, K, image, (gx, gy), gradient_term=True)
+    P = ceres_tiles.DepthProblem(d0, known, unknown, known, K, image, (gx, gy), gradient_term=True)
     P.set_terms(L, albedo, np.full(depth.shape, 0.02), (0.01, 0.05, 0.3, 0.7))
     z = d0.ravel()[P.upix].copy()
     P.compute(z, True)
@@ -89,7 +90,7 @@ def test_depth_solve_on_a_lit_sphere_converges_to_the_sphere():
     bumps = 1.5 * np.sin(u / 5.0) * np.sin(v / 6.0)   # a wrong start: ±1.5 mm ripples
     d0 = np.where(known, depth + bumps, 0.0)
     zero = np.zeros(depth.shape)
-    P = fine.DepthProblem(d0, known, unknown, known, K, image, (zero, zero))
+    P = ceres_tiles.DepthProblem(d0, known, unknown, known, K, image, (zero, zero))
     P.set_terms(L, albedo, zero, (0.0001, 0.001, 0.0, 0.0))
     summary = P.solve(15, "SPARSE_NORMAL_CHOLESKY")
     m = unknown
@@ -112,10 +113,10 @@ def test_bulk_and_blockwise_jacobian_copies_give_the_same_solve():
     zero = np.zeros(depth.shape)
     results = []
     for bulk in (True, False):
-        P = fine.DepthProblem(d0, known, unknown, known, K, image, (zero, zero))
+        P = ceres_tiles.DepthProblem(d0, known, unknown, known, K, image, (zero, zero))
         P.set_terms(L, albedo, zero, (0.001, 0.01, 0.0, 0.0))
         if not bulk:
-            P.pass_states["SPARSE_NORMAL_CHOLESKY"] = state = fine._PassState(P)
+            P.pass_states["SPARSE_NORMAL_CHOLESKY"] = state = ceres_tiles._PassState(P)
             state.bulk_copies = False
         s = P.solve(4, "SPARSE_NORMAL_CHOLESKY")
         results.append((P.z.copy(), s))
@@ -137,7 +138,7 @@ def test_photo_weights_down_weight_outliers_and_highlights():
     noisy[bad] += 0.5
     spec = np.zeros(hit.shape)
     spec[36:44, 36:44] = 0.05
-    P = fine.DepthProblem(np.where(known, depth, 0.0), known, unknown, known, K, noisy,
+    P = ceres_tiles.DepthProblem(np.where(known, depth, 0.0), known, unknown, known, K, noisy,
                           (np.zeros(hit.shape), np.zeros(hit.shape)))
     P.set_terms(L, albedo, spec, (0.001, 0.005, 0.0, 0.0))
     on_bad = bad.ravel()[P.pix] & P.ph.astype(bool)
@@ -166,23 +167,23 @@ def test_subdivision_keeps_vertices_and_splits_every_triangle():
         assert len(i) == 1 and vals[i[0]] == pytest.approx((a + b) / 2)
 
 
-def test_fine_stage_on_a_detailed_synthetic_face(ict_model):
+def test_fine_stage_on_a_detailed_synthetic_face(ict_model, ict_prepared):
     """End to end on a render of a face with known wrinkle-scale detail and known SH light: the refined
     depth has smaller normal error than the medium one, the photometric error drops, the mesh moves only
     inside the refined region, smoothly (no spikes) and not at all at its border."""
-    from fitter import bench
+    from fitter import synthetic
     from fitter.camera import look_at_face
     from fitter.pipeline import fit_photo
 
     rng = np.random.default_rng(11)
-    _, V, F, A, V_smooth = bench.detailed_face(ict_model, rng)
+    _, V, F, A, V_smooth = synthetic.detailed_face(ict_prepared, rng)
     cam = look_at_face(V[ict_model.region("face")].mean(0), 10, 5, 600, 1000, 640, 640)
-    img, _ = bench.sh_render(V, F, cam, A, bench.random_sh(rng))
-    r = fit_photo("synthetic.png", ict_model, ("coarse", "medium", "fine"), focal=1000, image=img,
+    img, _ = synthetic.sh_render(V, F, cam, A, synthetic.random_sh(rng))
+    r = fit_photo("synthetic.png", ict_prepared, ("coarse", "medium", "fine"), focal=1000, image=img,
                   texture_size=128)[0]
     f = r.fine
     assert f is not None, r.times.get("fine_error")
-    e = bench.fine_case_errors(f, V, F, cam.R, cam.t, V_smooth)
+    e = synthetic.fine_case_errors(f, V, F, cam.R, cam.t, V_smooth)
     # measured: 12.4° -> 11.7° (mean over 24 renders in BENCHMARKS.md: −6 %)
     assert e["fine_normal_deg"] < e["medium_normal_deg"] - 0.3, e
     assert e["fine_depth_mm"] < e["medium_depth_mm"] + 0.05, e

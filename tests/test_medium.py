@@ -5,8 +5,7 @@ import scipy.sparse.linalg as sla
 
 from conftest import grid_mesh, icosphere
 from fitter.camera import look_at_face
-from fitter.embedding import load_embedding
-from fitter.medium import LaplacianSystem, deform_to_landmarks, laplacian_deformer
+from fitter.medium import LaplacianSystem, deform_to_landmarks
 from fitter.mesh import adjacency, boundary_vertices, uniform_laplacian
 from fitter.render import get_renderer
 
@@ -71,35 +70,37 @@ def test_cached_factor_gives_the_fresh_solution():
 
 
 @pytest.fixture(scope="module")
-def coarse_view(ict_model):
-    m = ict_model
-    emb = load_embedding(m)
+def coarse_view(ict_prepared):
+    m = ict_prepared.model
+    emb = ict_prepared.embedding
     rng = np.random.default_rng(5)
     alpha = np.zeros(m.n_identity)
     alpha[:20] = rng.standard_normal(20)
     V = m.shape(alpha)
     cam = look_at_face(V[m.region("face")].mean(0), 20, 5, 600, 1000, 640, 640)
-    depth = get_renderer().render(V, m.faces_in("render"), cam).depth
-    return m, emb, V, cam, depth
+    depth = get_renderer().render(V, ict_prepared.render_faces, cam).depth
+    return ict_prepared, emb, V, cam, depth
 
 
 def test_no_moved_constraint_no_motion(coarse_view):
-    m, emb, V, cam, depth = coarse_view
+    p, emb, V, cam, depth = coarse_view
+    m = p.model
     q = cam.project(emb.points(V, m.faces, 20))
-    res = deform_to_landmarks(m, emb, V, cam, q, depth)
+    res = deform_to_landmarks(p, V, cam, q, depth)
     assert res.active.sum() > 20
     assert np.abs(res.vertices - V).max() < 1e-9
 
 
 def test_contour_residual_moves_the_contour_and_nothing_far(coarse_view):
-    m, emb, V, cam, depth = coarse_view
-    d = laplacian_deformer(m, emb)
+    p, emb, V, cam, depth = coarse_view
+    m = p.model
+    d = p.laplacian_deformer
     q = cam.project(emb.points(V, m.faces, 20))
     detected = q.copy()
     centre = q.mean(0)
     out = (q[d.contour_ids] - centre) / np.linalg.norm(q[d.contour_ids] - centre, axis=1, keepdims=True)
     detected[d.contour_ids] += 4.0 * out  # the face outline is 4 px wider than the fit
-    res = deform_to_landmarks(m, emb, V, cam, detected, depth)
+    res = deform_to_landmarks(p, V, cam, detected, depth)
     err_before = np.linalg.norm(q - detected, axis=1)[d.contour_ids][res.active[d.contour_ids]]
     err_after = np.linalg.norm(res.fitted_2d - detected, axis=1)[d.contour_ids][res.active[d.contour_ids]]
     assert err_after.mean() < 0.8 * err_before.mean()
@@ -124,7 +125,8 @@ def test_adjacency_is_symmetric_for_the_laplacian():
 def test_face_crop_camera_maps_projections_by_its_matrix(coarse_view):
     from fitter.detector_bias import face_crop_camera
 
-    m, emb, V, cam, depth = coarse_view
+    p, emb, V, cam, depth = coarse_view
+    m = p.model
     q = cam.project(emb.points(V, m.faces, 20))
     crop, A = face_crop_camera(cam, q, 320)
     X = V[m.region("face")][::50]
@@ -141,30 +143,31 @@ def test_detection_on_the_fits_own_render_cancels_the_detector_bias(coarse_view)
     from fitter import landmarks as lmk
     from fitter.medium import deform_redetected
 
-    m, emb, V, cam, depth = coarse_view
+    p, emb, V, cam, depth = coarse_view
+    m = p.model
     q = cam.project(emb.points(V, m.faces, 20))
-    photo, A = db.render_face_crop(m, V, cam, q)                     # the "photo": 320² face crop
+    photo, A = db.render_face_crop(p, V, cam, q)                     # the "photo": 320² face crop
     P = lmk.detect_landmarks(photo)[0].points
     P = (np.c_[P, np.ones(len(P))] @ np.linalg.inv(A).T)[:, :2]      # in the fit's image pixels
-    Q = db.detect_on_fit(m, V, cam, q)
+    Q = db.detect_on_fit(p, V, cam, q)
     assert np.median(np.linalg.norm(Q - P, axis=1)) < 0.05             # same image, same detector
     assert np.median(np.linalg.norm(P - q, axis=1)) > 0.5              # the bias the plain residual sees
-    res = deform_redetected(m, emb, V, cam, P, depth)
+    res = deform_redetected(p, V, cam, P, depth)
     assert res.residual == "on_fit" and res.redetect_seconds > 0
     assert np.linalg.norm(res.vertices - V, axis=1).max() < 0.05
-    plain = deform_to_landmarks(m, emb, V, cam, P, depth)
+    plain = deform_to_landmarks(p, V, cam, P, depth)
     assert plain.residual == "fitted" and np.linalg.norm(plain.vertices - V, axis=1).max() > 0.2
 
 
-def test_redetected_medium_holds_the_coarse_shape_beyond_its_yaw(ict_model):
+def test_redetected_medium_holds_the_coarse_shape_beyond_its_yaw(ict_prepared):
     from fitter.medium import REDETECT_MAX_YAW, deform_redetected
 
-    m = ict_model
-    emb = load_embedding(m)
+    m = ict_prepared.model
+    emb = ict_prepared.embedding
     V = m.mean
     cam = look_at_face(V[m.region("face")].mean(0), REDETECT_MAX_YAW + 15, 0, 600, 1000, 640, 640)
-    depth = get_renderer().render(V, m.faces_in("render"), cam).depth
+    depth = get_renderer().render(V, ict_prepared.render_faces, cam).depth
     q = cam.project(emb.points(V, m.faces, REDETECT_MAX_YAW + 15))
     detected = q + np.random.default_rng(0).normal(0, 3.0, q.shape)
-    res = deform_redetected(m, emb, V, cam, detected, depth)
+    res = deform_redetected(ict_prepared, V, cam, detected, depth)
     assert res.residual == "none" and np.abs(res.vertices - V).max() == 0.0

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from conftest import grid_mesh
-from fitter.bench import smooth_displacement, synthetic_rgbd
+from fitter.synthetic import smooth_displacement, synthetic_rgbd
 from fitter.errors import InputError
 from fitter.mesh import submesh
 from fitter.nicp import SCHEDULES, NicpSettings, nicp
@@ -104,9 +104,9 @@ def test_depth_and_intrinsics_readers(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def capture(ict_model, tmp_path_factory):
+def capture(ict_prepared, tmp_path_factory):
     d = tmp_path_factory.mktemp("capture")
-    c = synthetic_rgbd(ict_model, np.random.default_rng(7))
+    c = synthetic_rgbd(ict_prepared, np.random.default_rng(7))
     cv2.imwrite(str(d / "color.png"), c["color"][:, :, ::-1])
     cv2.imwrite(str(d / "depth.png"), np.rint(c["depth"]).astype(np.uint16))
     (d / "K.json").write_text(json.dumps({"K": c["K"].tolist()}))
@@ -164,18 +164,16 @@ def test_register_cli_error_paths(ict_model, capture, tmp_path):
     assert not (tmp_path / "o").exists()  # nothing written for a failed registration
 
 
-def test_scan_in_arbitrary_units_is_registered_in_its_own_units(ict_model):
+def test_scan_in_arbitrary_units_is_registered_in_its_own_units(ict_prepared):
     """A scan given in unknown units (here the model's own mean head at 1/100 scale) is registered as a
     copy scaled to an adult's size and the result is returned in the scan's units."""
     from fitter.register import register_scan, scan_distances
     from fitter.scan import Scan
 
-    from fitter.embedding import render_albedo
-
-    m = ict_model
-    F = m.faces_in("render")
-    scan = Scan(V=m.mean * 0.01, F=F, colors=render_albedo(m))  # painted: brows, lips, irises
-    reg, _ = register_scan(m, scan, n_points=40_000)
+    m = ict_prepared.model
+    F = ict_prepared.render_faces
+    scan = Scan(V=m.mean * 0.01, F=F, colors=ict_prepared.painted_albedo)  # painted: brows, lips, irises
+    reg, _ = register_scan(ict_prepared, scan, n_points=40_000)
     assert 80 < reg.report["scan_scaled_by"] < 125
     nose = m.mean[m.metadata["reference_landmarks_68"][30]] * 0.01
     # scored on the outer skin (the eyeballs, teeth and mouth socket of the "scan" are no face surface)

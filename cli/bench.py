@@ -1,0 +1,117 @@
+"""`facefit bench ...`: the benchmarks (fitter.bench), whose results are recorded in BENCHMARKS.md."""
+import json
+
+import click
+
+from .group import FacefitGroup
+
+
+def _progress(message):
+    """Benchmark progress lines go to stderr; the results (JSON) to stdout."""
+    click.echo(message, err=True)
+
+
+def _scans_option(what):
+    """--scans: the folder with the scan-* ground truth, and what the benchmark does with it."""
+    return click.option("--scans", "scan_dir", type=click.Path(file_okay=False), default=None,
+                        help=f"Folder with the scan-* ground truth (e.g. ../shared/data): {what}.")
+
+
+_model_option = click.option("--model", "name", default="ict", show_default=True)
+_json_option = click.option("--json", "as_json", is_flag=True, help="One line of JSON.")
+
+
+def _emit(result, as_json):
+    click.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@click.group(cls=FacefitGroup)
+def bench():
+    """Benchmarks (speed and accuracy); results are recorded in BENCHMARKS.md."""
+
+
+@bench.command("foundation")
+@click.option("--model", "name", default="ict", show_default=True)
+@click.option("--repeats", default=20, show_default=True)
+@click.option("--install-from", type=click.Path(exists=True), default=None,
+              help="Also time a full install from this archive (into a temporary model store).")
+@click.option("--json", "as_json", is_flag=True)
+def bench_foundation(name, repeats, install_from, as_json):
+    """Render time of the model at 512x512 (and optionally the install time)."""
+    from fitter.bench.foundation import foundation
+
+    res = foundation(name, repeats, install_from)
+    click.echo(json.dumps(res, indent=2) if as_json else "\n".join(f"{k}: {v}" for k, v in res.items()))
+
+
+@bench.command("coarse")
+@_model_option
+@click.option("--identities", default=6, show_default=True, help="Synthetic identities (x 15 poses each).")
+@_scans_option("also score Florence-style renders of the scans")
+@click.option("--no-eos", is_flag=True, help="Leave out the eos peer.")
+@_json_option
+def bench_coarse(name, identities, scan_dir, no_eos, as_json):
+    """Coarse fit on synthetic ground truth (and real scans), with eos side by side."""
+    from fitter import bench as B  # noqa: N812
+
+    res = {"synthetic": B.coarse(name, identities, with_eos=not no_eos, log=_progress)}
+    if scan_dir:
+        res["scans"] = B.scans(name, scan_dir, with_eos=not no_eos, log=_progress)
+    _emit(res, as_json)
+
+
+@bench.command("medium")
+@_model_option
+@click.option("--identities", default=6, show_default=True, help="Out-of-span synthetic identities (5 views each).")
+@_scans_option("coarse vs medium on their renders")
+@click.option("--repeats", default=30, show_default=True)
+@_json_option
+def bench_medium(name, identities, scan_dir, repeats, as_json):
+    """Medium stage: solve speed against spsolve and libigl; coarse vs coarse+medium accuracy."""
+    from fitter import bench as B  # noqa: N812
+
+    res = {"speed": B.medium_speed(name, repeats, log=_progress)}
+    if identities:
+        res["synthetic_out_of_span"] = B.medium_synthetic(name, identities, log=_progress)
+    if scan_dir:
+        res["scans"] = B.scans(name, scan_dir, with_eos=False, log=_progress)
+    _emit(res, as_json)
+
+
+@bench.command("register")
+@_model_option
+@click.option("--captures", default=8, show_default=True, help="Synthetic RGB-D captures.")
+@_scans_option("scan and rendered-depth registration")
+@click.option("--no-trimesh", is_flag=True, help="Skip the trimesh nricp_amberg peer.")
+@click.option("--schedule", type=click.Choice(["fast", "accurate"]), default="fast", show_default=True)
+@_json_option
+def bench_register(name, captures, scan_dir, no_trimesh, schedule, as_json):
+    """RGB-D registration: geometry-only NICP vs T-ICP on synthetic captures; scans; trimesh peer."""
+    from fitter import bench as B  # noqa: N812
+
+    res = {}
+    if captures:
+        res["synthetic"] = B.register_synthetic(name, captures, schedule=schedule, log=_progress)
+    if scan_dir:
+        res["scans"] = B.register_scans(name, scan_dir, with_trimesh=not no_trimesh, schedule=schedule,
+                                        log=_progress)
+    _emit(res, as_json)
+
+
+@bench.command("fine")
+@_model_option
+@click.option("--faces", default=4, show_default=True,
+              help="Synthetic faces with fine detail (x 3 views x with/without specular).")
+@_scans_option("medium vs fine (MICC protocol) on their renders")
+@_json_option
+def bench_fine(name, faces, scan_dir, as_json):
+    """Fine stage: normal and depth error of medium vs fine on synthetic detail; time split between
+    Python callbacks and Ceres at a 256² crop; MICC error medium vs fine on scan renders."""
+    from fitter import bench as B  # noqa: N812
+
+    res = {}
+    if faces:
+        res["synthetic_detail"] = B.summarise_fine(B.fine_synthetic(name, faces, log=_progress))
+    if scan_dir:
+        res["scans"] = B.fine_scans(name, scan_dir, log=_progress)
+    _emit(res, as_json)

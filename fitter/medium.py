@@ -43,9 +43,9 @@ the first time a photo falls in it (reusing the analysis) and cached (`fitter.ch
 every later photo costs one back-substitution for the three coordinates. The photo only changes the
 right-hand side.
 
-Vertices outside the face area follow: those connected to it (head, neck, mouth and eye sockets) take
-the displacement of the nearest face-area vertex; separate parts (eyeballs, teeth, gums, lashes) keep
-the coarse fit's placement (moving the teeth with the lips, the first design, pushed them through the
+Vertices outside the face area follow (`fitter.face_area.FaceArea.extend`): those connected to it (head,
+neck, mouth and eye sockets) take the displacement of the nearest face-area vertex; separate parts
+(eyeballs, teeth, gums, lashes) keep the coarse fit's placement (moving the teeth with the lips, the first design, pushed them through the
 lips of a smiling face).
 """
 import time
@@ -53,7 +53,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-import scipy.sparse.csgraph as csgraph
 from scipy.spatial import cKDTree
 
 from . import landmarks as lmk
@@ -62,7 +61,7 @@ from .cholesky import FactorCache
 from .coarse import NOISE_FRACTION_OF_IOD
 from .detector_bias import detect_on_fit
 from .errors import NoFaceError
-from .mesh import adjacency, submesh, uniform_laplacian
+from .mesh import uniform_laplacian
 from .render import depth_visible
 
 MEDIUM_WEIGHTS = {"eyes": 0.6, "nose": 0.6, "brows": 0.6, "lips": 0.6, "other": 0.6, "contour": 0.6, "irises": 0.0}
@@ -159,34 +158,26 @@ class LaplacianSystem:
 
 
 class LaplacianDeformer:
-    """Everything of the medium stage that depends only on the model and its landmark embedding (the
-    face-area submesh and its tables, also used by registration); `PreparedModel.laplacian_deformer`."""
+    """Everything of the medium stage that depends only on the model and its landmark embedding: per
+    yaw bin the constraining landmarks and their vertices, the anchors, and the Laplacian system with its
+    CHOLMOD analysis and factors, on the face area (`fitter.face_area.FaceArea`, whose `domain`,
+    `F_local` and `extend` it exposes); `PreparedModel.laplacian_deformer`."""
 
-    def __init__(self, prepared, region="face"):
+    def __init__(self, prepared):
         model, emb = prepared.model, prepared.require_embedding()
-        self.model, self.emb = model, emb
-        N = model.n_vertices
-        mask = model.region_mask(region) if region in model.regions else np.ones(N, bool)
-        self.F_local, self.domain = submesh(model.faces, mask)
-        n = len(self.domain)
-        self.local_of_global = -np.ones(N, np.int64)
-        self.local_of_global[self.domain] = np.arange(n)
-        F = model.faces
-        # landmark -> nearest vertex of its embedded triangle (the largest barycentric weight)
-        self.vertex_of_landmark = self._local(F[emb.triangles, np.argmax(emb.barycentric, axis=1)])
-        self.contour_ids = np.asarray(emb.contour_ids, np.int64)
+        area = prepared.face_area
+        self.model, self.emb, self.area = model, emb, area
+        self.F_local, self.domain, self.extend = area.F_local, area.domain, area.extend
+        self.vertex_of_landmark, self.contour_ids = area.vertex_of_landmark, area.contour_ids
         self.yaw_bins = np.asarray(emb.contour_yaws, float) if len(self.contour_ids) else np.zeros(1)
         self.weights = landmark_weights()
         # per yaw bin: the landmark vertices and which landmarks constrain (facing that view, mean face)
         lb = prepared.landmark_basis
         self.bin_vertices, self.bin_active = [], []
         for b, yaw in enumerate(self.yaw_bins):
-            v = self.vertex_of_landmark.copy()
-            if len(self.contour_ids):
-                v[self.contour_ids] = self._local(F[emb.contour_triangles[b],
-                                                    np.argmax(emb.contour_barycentric[b], axis=1)])
+            v = area.landmark_vertices(b)
             R = MODEL_TO_OPENCV @ rotation_matrix(yaw)
-            P = emb.points(model.mean, F, yaw) @ R.T + np.array([0.0, 0.0, 600.0])
+            P = emb.points(model.mean, model.faces, yaw) @ R.T + np.array([0.0, 0.0, 600.0])
             facing = lb.facing_cosines(R, P) > MIN_FACING_COS
             self.bin_vertices.append(v)
             self.bin_active.append((self.weights > 0) & (v >= 0) & facing)
@@ -195,28 +186,8 @@ class LaplacianDeformer:
         P = model.mean[self.domain]
         dist = cKDTree(P[cand]).query(P)[0]
         ramp = np.clip((dist - ANCHOR_NEAR_MM) / (ANCHOR_FAR_MM - ANCHOR_NEAR_MM), 0.0, 1.0)
-        self.system = LaplacianSystem(self.F_local, n, ANCHOR_WEIGHT * ramp ** 2 + 1e-8)
+        self.system = LaplacianSystem(self.F_local, len(self.domain), ANCHOR_WEIGHT * ramp ** 2 + 1e-8)
         self.system.cache.max_factors = len(self.yaw_bins)
-        self._carry_table(mask)
-
-    def _local(self, global_ids):
-        return self.local_of_global[np.asarray(global_ids, np.int64)]
-
-    def _carry_table(self, mask):
-        """For each vertex outside the domain: its nearest domain vertex, and the groups of vertices in
-        components without any domain vertex (they do not move)."""
-        model = self.model
-        outside = np.flatnonzero(~mask)
-        self.outside = outside
-        if len(outside) == 0:
-            self.nearest, self.rigid_groups = np.zeros(0, np.int64), []
-            return
-        self.nearest = cKDTree(model.mean[self.domain]).query(model.mean[outside])[1]
-        _, comp = csgraph.connected_components(adjacency(model.faces, model.n_vertices), directed=False)
-        touching = np.unique(comp[self.domain])
-        pos = np.searchsorted(outside, np.arange(model.n_vertices))
-        self.rigid_groups = [pos[np.flatnonzero(comp == c)]  # indices into `outside`
-                             for c in np.setdiff1d(np.unique(comp[outside]), touching)]
 
     def yaw_bin(self, yaw_deg):
         return int(np.argmin(np.abs(self.yaw_bins - yaw_deg)))
@@ -231,17 +202,6 @@ class LaplacianDeformer:
         landmarks not active in the bin are ignored). Returns (D, factor_was_cached)."""
         a = self.bin_active[b]
         return self.system.solve(self.bin_vertices[b][a], self.weights[a], targets[a], key=("yaw_bin", b))
-
-    def extend(self, D_local):
-        """(N, 3) displacement of the whole mesh from the face-area displacement."""
-        D = np.zeros((self.model.n_vertices, 3))
-        D[self.domain] = D_local
-        if len(self.outside):
-            Do = D_local[self.nearest]
-            for g in self.rigid_groups:
-                Do[g] = 0.0
-            D[self.outside] = Do
-        return D
 
 
 def deform_to_landmarks(prepared, V, camera: Camera, detected, depth, sigma_px=None, on_fit=None):

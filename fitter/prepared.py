@@ -10,7 +10,8 @@ photo, capture or frame. It holds, each built on first use and then kept:
 | `render_faces` | the triangles the renderer draws (no hidden inner parts) | `MorphableModel.render_faces` | overlays, fine, detector bias |
 | `painted_parts`, `painted_albedo` | per-vertex part labels and albedo of the painted face | `fitter.painting` | T-ICP texture model, renders for the detector |
 | `landmark_basis` | the model restricted to the 478 landmarks (per contour yaw bin) | `fitter.coarse` | coarse, medium |
-| `laplacian_deformer` | face-area submesh, Laplacian, anchors, landmark vertices, CHOLMOD analysis and factors | `fitter.medium` | medium, register |
+| `face_area` | face-area submesh, its landmark vertices, how its displacement extends to the model | `fitter.face_area` | medium, register |
+| `laplacian_deformer` | per yaw bin constraints, anchors, the Laplacian system, CHOLMOD analysis and factors | `fitter.medium` | medium |
 | `nicp_topology(γ)` | T-ICP stiffness pattern and CHOLMOD analysis of the face area | `fitter.nicp` | register |
 | `mirror_pairs`, `albedo_system`, `uv_rasterisation` | texture tables | `fitter.texture` | texture |
 
@@ -25,6 +26,7 @@ import numpy as np
 from .coarse import LandmarkBasis, warm_blas_controller
 from .embedding import load_embedding
 from .errors import InputError
+from .face_area import FaceArea
 from .medium import LaplacianDeformer
 from .model import MorphableModel
 from .nicp import NicpTopology
@@ -108,6 +110,11 @@ class PreparedModel:
         return _read_only(self.model.render_faces())
 
     @_BuiltOnce
+    def face_area(self):
+        """fitter.face_area.FaceArea: the face-area submesh and its landmark and carry tables."""
+        return FaceArea(self.model, self.require_embedding())
+
+    @_BuiltOnce
     def laplacian_deformer(self):
         """fitter.medium.LaplacianDeformer: the face area's Laplacian system and tables (~2 s for ICT)."""
         return LaplacianDeformer(self)
@@ -117,8 +124,8 @@ class PreparedModel:
         key = float(gamma)
         with self._lock:
             if key not in self._nicp_topologies:
-                d = self.laplacian_deformer
-                self._nicp_topologies[key] = NicpTopology(d.F_local, len(d.domain), key)
+                area = self.face_area
+                self._nicp_topologies[key] = NicpTopology(area.F_local, len(area.domain), key)
             return self._nicp_topologies[key]
 
     # --- painting -------------------------------------------------------------------------------

@@ -253,7 +253,9 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     check_depth(depth, color.shape)
     prepared.require_embedding()
     t0 = time.perf_counter()
-    deformer = prepared.laplacian_deformer  # once per model (face-area tables, landmark basis): not a capture's time
+    area = prepared.face_area  # once per model (face-area tables, landmark basis): not a capture's time
+    prepared.landmark_basis
+    prepared.nicp_topology((settings or NicpSettings()).gamma)
     times = {"model_prepare_s": time.perf_counter() - t0}
     t_all = time.perf_counter()
     face, V_fit = _detect_and_fit(prepared, color, K, times)
@@ -263,11 +265,11 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     t0 = time.perf_counter()
     if target is None:
         target, _ = depth_target(depth, K, color)
-    target = crop_target(target, V0[deformer.domain], margin_mm=0.3 * lift.iod_mm)
+    target = crop_target(target, V0[area.domain], margin_mm=0.3 * lift.iod_mm)
     times["target_s"] = time.perf_counter() - t0
     # template: the face area; landmark term: inner landmark vertices -> depth points
-    F_face, dom = deformer.F_local, deformer.domain
-    lv_all = deformer.vertex_of_landmark[lift.inner]
+    F_face, dom = area.F_local, area.domain
+    lv_all = area.vertex_of_landmark[lift.inner]
     use = lift.keep & (lv_all >= 0)
     lv, lt = lv_all[use], lift.depth_points[use]
     lv, first = np.unique(lv, return_index=True)
@@ -281,7 +283,7 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     t0 = time.perf_counter()
     res = nicp(V0[dom], F_face, target, lift.iod_mm, settings, lv, lt, colors0, colours, system)
     times["nicp_s"] = time.perf_counter() - t0
-    V = V0 + deformer.extend(res.vertices - V0[dom])
+    V = V0 + area.extend(res.vertices - V0[dom])
     f, R, t, S_morph = split_similarity(prepared.model, V)
     times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
     report = _report(res, use_color, lv, lift, face, target, dom, times)
@@ -364,8 +366,7 @@ class _TemplateColours:
     previous light."""
 
     def __init__(self, prepared, V0, color, depth, K):
-        deformer = prepared.laplacian_deformer
-        self.faces, self.dom = prepared.model.faces, deformer.domain
+        self.faces, self.dom = prepared.model.faces, prepared.face_area.domain
         self.V0, self.color, self.depth, self.K = V0, color, depth, K
         self.labels = prepared.painted_parts[self.dom]
         H, W = color.shape[:2]

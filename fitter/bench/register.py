@@ -99,8 +99,8 @@ def register_scans(name="ict", data_dir=None, with_trimesh=True, n_points=100_00
         d0, _ = scan_distances(reg.coarse_vertices, model, scan.V, scan.F, frame.nose_tip)
         res["coarse_median_mm"] = round(float(np.median(d0)), 3)
         if with_trimesh:
-            deformer = prepared.laplacian_deformer
-            dom, Fd = deformer.domain, deformer.F_local
+            area = prepared.face_area
+            dom, Fd = area.domain, area.F_local
             V0c = cam.to_camera(reg.coarse_vertices)[dom]
             Vt, t_peer = _trimesh_peer(V0c, Fd, reg.target.points, reg.landmarks)
             Vfull = cam.to_camera(reg.coarse_vertices)

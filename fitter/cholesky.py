@@ -5,8 +5,8 @@ A `FactorCache` is built from one matrix that fixes the sparsity pattern: CHOLMO
 the same pattern get only a numeric factorisation, which reuses that analysis, and each numeric factor
 is kept under a caller-given key (e.g. "which constraints are active") in a small LRU cache: a solve
 with a key seen before is a back-substitution only. Used by the medium stage (Laplacian deformation)
-and by non-rigid ICP. One FactorCache may be shared by threads: the lookup and the insertion of a
-factor hold its lock (a factor itself is only read by the solves).
+and by non-rigid ICP. One FactorCache may be shared by threads: `factor` and `solve` hold its lock
+(CHOLMOD keeps workspace in each factor's own state, so two solves with one factor must not overlap).
 """
 import threading
 from collections import OrderedDict
@@ -68,5 +68,6 @@ class FactorCache:
 
     def solve(self, key, build_matrix, rhs):
         """Solve A x = rhs (rhs (n,) or (n, k)) with the factor under `key`; returns (x, was_cached)."""
-        f, cached = self.factor(key, build_matrix)
-        return f(np.asfortranarray(rhs, dtype=float)), cached
+        with self._lock:
+            f, cached = self._factor(key, build_matrix)
+            return f(np.asfortranarray(rhs, dtype=float)), cached

@@ -1,10 +1,24 @@
 """The click group class of every `facefit` command group."""
 import os
+import signal
 import sys
 
 import click
 
 from fitter.errors import FacefitError
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like SIGINT's KeyboardInterrupt so that the same clean-up runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def handle_sigterm():
+    """Let SIGTERM end the command as SIGINT does: one line, exit 143, temporary files removed."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 class FacefitGroup(click.Group):
@@ -16,6 +30,9 @@ class FacefitGroup(click.Group):
         except FacefitError as e:
             click.echo(f"facefit: error: {e}", err=True)
             sys.exit(e.exit_code)
+        except Terminated:
+            click.echo("facefit: terminated", err=True)
+            sys.exit(143)
         except KeyboardInterrupt:
             click.echo("facefit: interrupted", err=True)
             sys.exit(130)

@@ -1,5 +1,6 @@
 """`facefit` command: every FacefitError becomes a one-line message and a non-zero exit code."""
 import json
+import math
 import os
 import sys
 import time
@@ -10,7 +11,7 @@ from fitter import __version__
 from fitter.errors import FacefitError
 
 from .bench import bench
-from .group import FacefitGroup
+from .group import FacefitGroup, handle_sigterm
 
 
 @click.group(cls=FacefitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -109,10 +110,13 @@ def model_info(name, as_json):
 @click.option("--size", default=768, show_default=True, help="Image size in pixels.")
 def model_show(name, output, yaw, pitch, identity_seed, size):
     """Render model NAME with its embedded landmarks drawn on it."""
-    from fitter.io import write_image_atomic
+    from pathlib import Path
+
+    from fitter.io import ensure_writable_dir, write_image_atomic
     from fitter.prepared import PreparedModel
     from fitter.preview import model_preview
 
+    ensure_writable_dir(Path(output).resolve().parent)
     img = model_preview(PreparedModel.load(name), yaw, pitch, identity_seed, size)
     write_image_atomic(output, img)
     click.echo(f"wrote {output}")
@@ -125,16 +129,43 @@ def _example_photo():
     return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
+def _focal_option(ctx, param, value):
+    """--focal: a positive, finite number of pixels."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise click.BadParameter(f"{value:g} is not a focal length: give a positive, finite number of pixels")
+    return value
+
+
+def _stages_option(ctx, param, value):
+    """--stages: known stages, each once, in the pipeline's order, starting with coarse."""
+    from fitter.pipeline import STAGES
+
+    stages = [s.strip() for s in value.split(",") if s.strip()]
+    if not stages:
+        raise click.BadParameter(f"give at least one stage ({', '.join(STAGES)})")
+    for s in stages:
+        if s not in STAGES:
+            raise click.BadParameter(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
+    if len(set(stages)) != len(stages):
+        raise click.BadParameter("a stage is named twice")
+    if stages[0] != "coarse":
+        raise click.BadParameter("'coarse' comes first: every later stage starts from it")
+    if [STAGES.index(s) for s in stages] != sorted(STAGES.index(s) for s in stages):
+        raise click.BadParameter(f"the stages run in the order {', '.join(STAGES)}: write them in that order")
+    return stages
+
+
 @cli.command("fit")
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output folder: one sub-folder per image (and face).")
 @click.option("--model", "model_name", default="ict", show_default=True)
-@click.option("--stages", default="coarse,medium,fine", show_default=True,
+@click.option("--stages", default="coarse,medium,fine", show_default=True, callback=_stages_option,
               help="Comma-separated stages to run, in order: coarse (landmark model fit), medium (Laplacian "
                    "deformation towards the landmarks), fine (shape from shading: depth_refined.png, "
                    "normals.png, detail.obj).")
-@click.option("--focal", type=float, default=None, help="Focal length in pixels (default: EXIF, else estimated).")
+@click.option("--focal", type=float, default=None, callback=_focal_option,
+              help="Focal length in pixels, > 0 (default: EXIF, else estimated).")
 @click.option("--all-faces", is_flag=True, help="Fit every face, not only the largest.")
 @click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per face.")
@@ -142,24 +173,22 @@ def _example_photo():
 def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size):
     """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
     landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
-    from fitter.errors import InputError
-    from fitter.pipeline import STAGES, fit_photo, write_result
+    from fitter.io import ensure_writable_dir
+    from fitter.pipeline import check_result_dir, fit_photo, write_result
     from fitter.prepared import PreparedModel
 
     paths = list(images) + ([_example_photo()] if example else [])
     if not paths:
         raise click.UsageError("give one or more IMAGES, or --example")
-
-    stage_list = [s.strip() for s in stages.split(",") if s.strip()]
-    unknown = [s for s in stage_list if s not in STAGES]
-    if unknown:
-        raise InputError(f"unknown stage '{unknown[0]}' (available: {', '.join(STAGES)})")
+    ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     model = prepared.model
     failed = 0
     for p in paths:
         try:
-            results = fit_photo(p, prepared, stage_list, focal, all_faces, texture_size)
+            check_result_dir(outdir, p, 0)  # before the work: a file where this photo's folder goes
+            results = fit_photo(p, prepared, stages, focal, all_faces, texture_size)
+            dirs = [write_result(r, model, outdir) for r in results]
         except Exception as e:  # one photo's failure is reported and the batch goes on
             if not isinstance(e, FacefitError) and os.environ.get("FACEFIT_DEBUG"):
                 raise
@@ -169,8 +198,7 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
             if as_json:
                 click.echo(json.dumps({"image": p, "ok": False, "error": msg}))
             continue
-        for r in results:
-            d = write_result(r, model, outdir)
+        for r, d in zip(results, dirs):
             summary = {"image": p, "ok": True, "face": r.face_index, "output": str(d),
                        "landmark_error_px": round(r.fit.error_px, 3), "landmark_error_iod": round(r.fit.error_iod, 5),
                        "coarse_ms": round(1e3 * r.times["coarse_s"], 1)}
@@ -213,26 +241,29 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
     landmarks, coarse fit lifted onto the depth, texture-constrained non-rigid ICP, and the split into a
     similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png and report.json in OUTDIR."""
     from fitter.errors import InputError
-    from fitter.io import read_image
+    from fitter.io import ensure_writable_dir, read_image
     from fitter.nicp import SCHEDULES
     from fitter.prepared import PreparedModel
     from fitter.register import (read_depth, read_intrinsics, register_rgbd, register_scan, registration_overlay,
                                  write_registration)
     from fitter.scan import read_scan, texture_colors
 
+    if scan_path and (color_path or depth_path):
+        raise InputError("give either COLOR DEPTH --intrinsics K.json or --scan MESH, not both")
+    if not scan_path and not (color_path and depth_path and intrinsics_path):
+        raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
+    ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     if scan_path:
-        if color_path or depth_path:
-            raise InputError("give either COLOR DEPTH --intrinsics K.json or --scan MESH, not both")
         scan = read_scan(scan_path, scan_units)
+        for note in scan.notes:
+            click.echo(f"facefit: warning: {note}", err=True)
         if scan_texture:
             scan.colors = texture_colors(scan, scan_texture)
         reg, cam = register_scan(prepared, scan, SCHEDULES[schedule], use_color=None if not no_texture else False)
         # the overlay is drawn on the registration's own view of the scan (no render of its own)
         overlay = registration_overlay(prepared, cam.to_camera(reg.vertices), reg.view, cam.K)
     else:
-        if not (color_path and depth_path and intrinsics_path):
-            raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
         color = read_image(color_path)
         depth = read_depth(depth_path, depth_scale)
         K = read_intrinsics(intrinsics_path)
@@ -255,12 +286,14 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
                    "left mouth corner (one 'x y z' per line). Default: found by rendering the GT and "
                    "detecting its landmarks.")
 @click.option("--gt-units", type=click.Choice(["mm", "cm", "m"]), default=None, help="Default: inferred.")
+@click.option("--recon-units", type=click.Choice(["mm", "cm", "m"]), default="mm", show_default=True,
+              help="Units of RECON (facefit writes mm).")
 @click.option("--model", "model_name", default="ict", show_default=True,
               help="The model whose topology RECON has (for its nose tip, landmarks and outer skin).")
 @click.option("--crop", "crop_mm", default=95.0, show_default=True, help="Crop radius around the nose tip, mm.")
 @click.option("--symmetric", is_flag=True, help="Also report the reconstruction-to-GT direction.")
 @click.option("--json", "as_json", is_flag=True)
-def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, as_json):
+def eval_cmd(recon, gt, gt_landmarks, gt_units, recon_units, model_name, crop_mm, symmetric, as_json):
     """MICC-protocol error of a reconstruction RECON (a facefit mesh) against a ground-truth scan GT."""
     import numpy as np
 
@@ -269,15 +302,19 @@ def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, 
     from fitter.errors import InputError
     from fitter.evaluate import micc_error
     from fitter.mesh import read_obj
+    from fitter.model import UNIT_SCALES
     from fitter.scan import find_face_frame, read_points, read_scan
 
     model = store.load_model(model_name)
     rec = read_obj(recon)
+    rec.V = rec.V * UNIT_SCALES[recon_units]
     if len(rec.V) != model.n_vertices:
         raise InputError(f"{recon} has {len(rec.V)} vertices, model '{model_name}' has {model.n_vertices}: "
                          f"give a mesh written by 'facefit fit' with that model")
     ref = np.asarray(model.metadata["reference_landmarks_68"])
-    scan = read_scan(gt, gt_units)
+    scan = read_scan(gt, gt_units, units_option="--gt-units")
+    for note in scan.notes:
+        click.echo(f"facefit: warning: {note}", err=True)
     if gt_landmarks:
         P = read_points(gt_landmarks) * scan.unit_scale
         if len(P) not in (1, 5):
@@ -292,6 +329,10 @@ def eval_cmd(recon, gt, gt_landmarks, gt_units, model_name, crop_mm, symmetric, 
     res = micc_error(rec.V, rec.F, scan.V, scan.F, nose, R68[30], rec_pts if gt_pts is not None else None,
                      gt_pts, crop_mm=crop_mm, symmetric=symmetric, recon_mask=model.region_mask("outer_skin"))
     res.pop("transform")
+    if not 0.5 <= res["scale"] <= 2.0:
+        click.echo(f"facefit: warning: the reconstruction had to be scaled by {res['scale']:.4g} to meet the scan: "
+                   f"its units are not the scan's (RECON is read as {recon_units}; give --recon-units, and "
+                   f"--gt-units if the scan's were guessed wrong)", err=True)
     if as_json:
         click.echo(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in res.items()}))
     else:
@@ -304,6 +345,7 @@ cli.add_command(bench)
 
 
 def main():
+    handle_sigterm()
     cli(prog_name="facefit")
 
 

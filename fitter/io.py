@@ -23,6 +23,37 @@ def _atomic_target(path):
     return path, Path(tmp)
 
 
+def ensure_writable_dir(path):
+    """Check, before any work, that the folder `path` can be created (when missing) and written in.
+    Nothing is left behind: folders made for the check are removed again (the outputs make them).
+    Raises InputError with the reason (a file in the way, no permission, a read-only or virtual file
+    system)."""
+    p = Path(path).absolute()
+    missing = []
+    q = p
+    while not q.exists() and q != q.parent:
+        missing.append(q)
+        q = q.parent
+    try:
+        if p.exists() and not p.is_dir():
+            raise InputError(f"{p} is a file, not a folder: give another output folder")
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".facefit-write-test-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot create the output folder {p}: part of its path is a file") from None
+    except OSError as e:
+        raise InputError(f"cannot write to the output folder {p}: {e.strerror or e}") from None
+    finally:
+        for d in missing:  # deepest first
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+    return p
+
+
 def write_bytes_atomic(path, data: bytes):
     """Write `data` to `path` via a temporary file in the same folder and a rename."""
     path, tmp = _atomic_target(path)

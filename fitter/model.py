@@ -125,8 +125,9 @@ class MorphableModel:
             color_mean=get("color_mean"), color_basis=get("color_basis"), regions=regions, metadata=meta)
 
 
-def infer_unit_scale(V):
+def infer_unit_scale(V, hint="convert the file to mm"):
     """Factor that converts vertices to mm, judged from the model's extent (a head is ~100-400 mm).
+    hint: what the error message tells the user to do (e.g. the command's units option).
 
     Returns 1000 for metres, 10 for cm, 1 for mm, 0.001 for µm.
     """
@@ -134,7 +135,7 @@ def infer_unit_scale(V):
     for scale in (1.0, 10.0, 1000.0, 0.001):
         if 50.0 <= extent * scale <= 1000.0:
             return scale
-    raise InputError(f"cannot tell the model's units from its extent {extent:g}; give --units")
+    raise InputError(f"cannot tell the units from the extent {extent:g} (a head is 100-400 mm); {hint}")
 
 
 UNIT_SCALES = {"mm": 1.0, "cm": 10.0, "m": 1000.0, "um": 0.001}

@@ -173,9 +173,18 @@ def result_dir(outdir, path, face_index):
     return Path(outdir) / (stem if face_index == 0 else f"{stem}_face{face_index}")
 
 
+def check_result_dir(outdir, path, face_index):
+    """InputError when something other than a folder stands where this face's outputs go."""
+    d = result_dir(outdir, path, face_index)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"{d} exists and is not a folder: this photo's outputs go there; move it or use "
+                         f"another -o")
+    return d
+
+
 def write_result(r: FaceResult, model, outdir):
     """Write one face's outputs; returns the folder."""
-    d = result_dir(outdir, r.image_path, r.face_index)
+    d = check_result_dir(outdir, r.image_path, r.face_index)
     im = r.fit
     cam = im.camera
     Vcam = cam.to_camera(r.vertices)

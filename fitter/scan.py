@@ -1,6 +1,6 @@
 """Reading scans (OBJ, legacy VTK polydata, PLY/STL/OFF/glTF through open3d), converting them to mm,
 and finding a scan's face frame (forward, up, nose tip) with the project's renderer and detector."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -23,6 +23,7 @@ class Scan:
     colors: Optional[np.ndarray] = None  # (N, 3) in [0, 1] when the file has vertex colours
     uv: Optional[np.ndarray] = None      # (N, 2) per-vertex texture coordinates
     unit_scale: float = 1.0
+    notes: list = field(default_factory=list)  # what reading changed (e.g. dropped vertices), for the user
 
 
 UNTEXTURED_SKIN = (0.80, 0.62, 0.52)  # the colour an untextured scan is rendered with
@@ -76,8 +77,10 @@ def _read_vtk(path):
     return V, np.array(tris, np.int32), uv
 
 
-def read_scan(path, units=None) -> Scan:
-    """A scan in mm. `units` ('mm', 'cm', 'm') or None to infer from the size of the head."""
+def read_scan(path, units=None, units_option="--scan-units") -> Scan:
+    """A scan in mm. `units` ('mm', 'cm', 'm') or None to infer from the size of the head (units_option:
+    the command's option that sets them, named when they cannot be inferred). Vertices with non-finite
+    coordinates are dropped with the faces that use them (said in `Scan.notes`)."""
 
     path = Path(path)
     if not path.is_file():
@@ -90,19 +93,46 @@ def read_scan(path, units=None) -> Scan:
     elif suffix == ".vtk":
         V, F, uv = _read_vtk(path)
     elif suffix in (".ply", ".stl", ".off", ".glb", ".gltf"):
-        import open3d as o3d
-
-        mesh = o3d.io.read_triangle_mesh(str(path))
-        V, F = np.asarray(mesh.vertices, float), np.asarray(mesh.triangles, np.int32)
-        if len(V) == 0:
-            raise InputError(f"{path} holds no triangle mesh open3d can read")
-        if mesh.has_vertex_colors():
-            colors = np.asarray(mesh.vertex_colors, float)
+        V, F, colors = _read_open3d(path)
     else:
         raise InputError(f"{path}: unsupported mesh format '{suffix}' (use .obj, .vtk, .ply, .stl, .off, .glb)")
+    V, F, colors, uv, notes = _drop_non_finite(path, np.asarray(V, float), np.asarray(F, np.int64), colors, uv)
+    if len(F) == 0:
+        raise InputError(f"{path} has no triangles left with finite vertices")
     used = np.unique(F)
-    scale = UNIT_SCALES[units] if units else infer_unit_scale(V[used])
-    return Scan(V * scale, F.astype(np.int32), colors, uv, scale)
+    scale = UNIT_SCALES[units] if units else infer_unit_scale(V[used], f"give {units_option} mm|cm|m")
+    return Scan(V * scale, F.astype(np.int32), colors, uv, scale, notes)
+
+
+def _read_open3d(path):
+    """(V, F, colours or None) of a mesh file open3d reads; a point cloud (vertices, no faces) is refused
+    with a line that says what to do."""
+    import open3d as o3d
+
+    o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # no coloured warnings on stdout
+    mesh = o3d.io.read_triangle_mesh(str(path))
+    V, F = np.asarray(mesh.vertices, float), np.asarray(mesh.triangles, np.int32)
+    if len(F) == 0:
+        n_points = len(o3d.io.read_point_cloud(str(path)).points) if path.suffix.lower() == ".ply" else len(V)
+        if n_points:
+            raise InputError(f"{path} is a point cloud ({n_points} points, no triangles): mesh it first (e.g. "
+                             f"Poisson surface reconstruction in open3d or MeshLab), or register the RGB-D "
+                             f"frame it came from with COLOR DEPTH --intrinsics")
+        raise InputError(f"{path} holds no triangle mesh open3d can read")
+    return V, F, (np.asarray(mesh.vertex_colors, float) if mesh.has_vertex_colors() else None)
+
+
+def _drop_non_finite(path, V, F, colors, uv):
+    """Remove vertices with NaN / inf coordinates and the faces that use them (renumbering the rest)."""
+    bad = ~np.isfinite(V).all(axis=1)
+    if not bad.any():
+        return V, F, colors, uv, []
+    keep_f = ~bad[F].any(axis=1)
+    new_index = np.cumsum(~bad) - 1
+    notes = [f"{path}: dropped {int(bad.sum())} vertices with non-finite coordinates and the "
+             f"{int((~keep_f).sum())} faces that use them"]
+    return (V[~bad], new_index[F[keep_f]], None if colors is None else colors[~bad],
+            None if uv is None else uv[~bad], notes)
 
 
 def read_points(path):

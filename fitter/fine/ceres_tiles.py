@@ -23,6 +23,20 @@ from .photometric import LUMA
 TILE = 4
 
 
+def import_pyceres():
+    """The pyceres module, imported so that the process keeps its SIGTERM handling: importing pyceres
+    installs glog's failure-signal handler, which answers SIGTERM with a native stack dump. The handler
+    SIGTERM had before is put back (possible from the main thread only, where Python handles signals)."""
+    import signal
+
+    previous = signal.getsignal(signal.SIGTERM)
+    import pyceres
+
+    if previous is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, previous)
+    return pyceres
+
+
 class DepthProblem:
     """Eq. 9 on the unknown pixels, cut into 4×4 residual tiles with scalar parameter blocks."""
 
@@ -243,8 +257,7 @@ class DepthProblem:
 
     def solve(self, iterations, linear_solver, threads=2):
         """Run Ceres from the current depths; returns a dict of its summary figures."""
-        import pyceres
-
+        pyceres = import_pyceres()
         t_build = time.perf_counter()
         if linear_solver not in self.pass_states:  # Ceres's layout depends on the linear solver's matrix
             self.pass_states[linear_solver] = _PassState(self)
@@ -370,7 +383,7 @@ class _PassState:
 
 
 def _make_tile_cost():
-    import pyceres
+    pyceres = import_pyceres()
 
     class TileCost(pyceres.CostFunction):
         """Residuals of one 4×4 tile; their values come from the pass's vectorised evaluation."""

@@ -67,9 +67,28 @@ def phong_shade(albedo, normals, view_dirs, light: PhongLight):
     return diffuse + spec[:, None]
 
 
+# The Phong light's physically meaningful ranges: a light in front of the face (towards the camera's
+# half-space), non-negative ambient and diffuse gains, a specular weight up to white, an exponent from a
+# broad lobe to a sharp highlight. Unconstrained, a fit drifts where the data do not hold it: shininess
+# 1e9…1e27 when there is hardly any specular, a light behind the head (measured on the real photos).
+PHONG_GAIN_MAX = 4.0
+PHONG_SPECULAR_MAX = 1.0
+PHONG_SHININESS_RANGE = (1.0, 200.0)
+
+
+def phong_in_bounds(light: PhongLight):
+    """Whether a PhongLight lies in the ranges above."""
+    gains = np.concatenate([light.ambient, light.diffuse])
+    return bool(light.direction[2] <= 0 and np.all((gains >= 0) & (gains <= PHONG_GAIN_MAX))
+                and 0 <= light.specular <= PHONG_SPECULAR_MAX
+                and PHONG_SHININESS_RANGE[0] <= light.shininess <= PHONG_SHININESS_RANGE[1])
+
+
 def fit_phong(albedo, normals, view_dirs, colors, weights=None, start: PhongLight = None):
-    """Phong light (S1 Eq. 4-5) by Levenberg-Marquardt on the colour residual, given the albedo.
-    start: a light to start from (e.g. the previous fit of the same image)."""
+    """Phong light (S1 Eq. 4-5) by Levenberg-Marquardt on the colour residual, given the albedo, within
+    the physical ranges above: when the unconstrained optimum lies outside them, the fit is redone with
+    the bounds (trust-region reflective) from that optimum moved inside. start: a light to start from
+    (e.g. the previous fit of the same image). Returns (PhongLight, RMS residual)."""
     from scipy.optimize import least_squares
 
     w = np.sqrt(np.ones(len(colors)) if weights is None else np.asarray(weights, float))[:, None]
@@ -79,15 +98,27 @@ def fit_phong(albedo, normals, view_dirs, colors, weights=None, start: PhongLigh
         d = np.array([np.sin(th) * np.cos(ph), np.sin(th) * np.sin(ph), -np.cos(th)])
         return PhongLight(d, p[2:5], p[5:8], p[8] ** 2, np.exp(p[9]))
 
+    def pack(light):  # the inverse of unpack, with θ in [0, π]
+        d = np.asarray(light.direction, float)
+        return np.concatenate([[np.arccos(np.clip(-d[2], -1, 1)), np.arctan2(d[1], d[0])], light.ambient,
+                               light.diffuse, [np.sqrt(max(light.specular, 0.0)), np.log(max(light.shininess, 1e-3))]])
+
     def res(p):
         return ((phong_shade(albedo, normals, view_dirs, unpack(p)) - colors) * w).ravel()
 
     p0 = np.array([0.3, -1.5, 0.4, 0.4, 0.4, 0.6, 0.6, 0.6, 0.1, np.log(10.0)])
-    if start is not None:  # the inverse of unpack
-        d = np.asarray(start.direction, float)
-        p0 = np.concatenate([[np.arccos(np.clip(-d[2], -1, 1)), np.arctan2(d[1], d[0])], start.ambient, start.diffuse,
-                             [np.sqrt(max(start.specular, 0.0)), np.log(max(start.shininess, 1e-3))]])
+    if start is not None:
+        p0 = pack(start)
     sol = least_squares(res, p0, method="lm", max_nfev=200)
+    if not phong_in_bounds(unpack(sol.x)):
+        lo = np.array([0.0, -np.inf] + [0.0] * 6 + [0.0, np.log(PHONG_SHININESS_RANGE[0])])
+        hi = np.array([np.pi / 2, np.inf] + [PHONG_GAIN_MAX] * 6 + [np.sqrt(PHONG_SPECULAR_MAX),
+                                                                     np.log(PHONG_SHININESS_RANGE[1])])
+        x0 = pack(unpack(sol.x))
+        margin = 1e-6 * (hi[2:] - lo[2:])  # strictly inside: the trust-region method starts there
+        x0[0] = np.clip(x0[0], 1e-6, np.pi / 2 - 1e-6)
+        x0[2:] = np.clip(x0[2:], lo[2:] + margin, hi[2:] - margin)
+        sol = least_squares(res, x0, bounds=(lo, hi), method="trf", max_nfev=200)
     return unpack(sol.x), float(np.sqrt(np.mean(sol.fun ** 2)))
 
 

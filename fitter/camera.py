@@ -42,6 +42,21 @@ def crop_matrix(x0, y0, side, size):
     return np.array([[s, 0, s * (0.5 - x0) - 0.5], [0, s, s * (0.5 - y0) - 0.5], [0, 0, 1.0]])
 
 
+def crop_image(image, box, size):
+    """The box (x0, y0, side) of `image` (H, W, 3) resampled to size×size (area-averaged when shrinking;
+    outside the photo: edge pixels repeated) and the matrix A (3×3) with crop pixel = A · photo pixel."""
+    import cv2
+
+    x0, y0, side = box
+    H, W = image.shape[:2]
+    pad = max(0, -x0, -y0, x0 + side - W, y0 + side - H)
+    src = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
+    patch = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
+    interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
+    out = cv2.resize(patch, (size, size), interpolation=interp)
+    return out, crop_matrix(x0, y0, side, size)
+
+
 def square_box(points_2d, margin, whole_pixels=False):
     """(x0, y0, side): the square centred on the bounding box of 2D points (N, 2), its side the box's
     larger extent × (1 + 2 margin); with whole_pixels, integers (side rounded up, corner down). It may

@@ -3,7 +3,7 @@ shape from shading → texture/illumination → outputs.
 
 `fit_photo` returns one FaceResult per face; `write_result` writes OUTDIR/<stem>/ (or <stem>_faceK/
 for the extra faces of a photo): mesh.obj + mesh.mtl + texture.png, params.json, overlay.png,
-landmarks.json, and with the fine stage depth_refined.png, normals.png and detail.obj — each file
+preview.png, landmarks.json, and with the fine stage depth_refined.png, normals.png and detail.obj — each file
 atomically.
 """
 import time
@@ -21,6 +21,7 @@ from .fine import detail_mesh, refine_depth
 from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
 from .mesh import write_obj
 from .medium import deform_to_landmarks
+from .overlay import face_overlay, fit_preview
 from .prepared import PreparedModel
 from .render import get_renderer, vertex_visibility
 from .segment import FaceLabel, parse_face, person_mask
@@ -42,7 +43,8 @@ class FaceResult:
     fine: object = None               # fitter.fine.FineResult when the stage ran
     texture: object = None            # fitter.texture.TextureFit
     texture_image: np.ndarray = None  # (T, T, 3) uint8
-    overlay: np.ndarray = None
+    overlay: np.ndarray = None        # (H, W, 3) uint8: the photo with the fitted face area and landmarks
+    preview: np.ndarray = None        # (s, 4 s, 3) uint8: photo | overlay | shape | textured (fitter.overlay)
     times: dict = field(default_factory=dict)
 
 
@@ -133,29 +135,28 @@ def _fit_face(prepared, path, k, face, img, person, stages, focal_px, texture_si
     except ValueError as e:  # too little visible skin: keep the geometry, say why there is no texture
         r.times["texture_error"] = str(e)
     times["texture_s"] = time.perf_counter() - t0
-    r.overlay = overlay(img, prepared, V, im, r.texture, fitted_2d, error_px)
+    marked = overlay(img, prepared, V, im, fitted_2d)
+    r.overlay = overlay_caption(marked, im, error_px)
+    r.preview = fit_preview(img, prepared, V, im.camera, marked, r.texture_image)
     return r
 
 
-def overlay(img, prepared, V, im, tex=None, fitted_2d=None, error_px=None, alpha=0.55):
-    """The photo with the fitted mesh V (shaded, albedo when known) blended over it, detected landmarks
-    (blue) and fitted landmarks (green; default: the coarse fit's) with their median error."""
+def overlay(img, prepared, V, im, fitted_2d=None):
+    """The photo with the fitted face of V (`fitter.overlay.face_overlay`), detected landmarks (blue)
+    and fitted landmarks (green; default: the coarse fit's)."""
     fitted_2d = im.fitted_2d if fitted_2d is None else fitted_2d
-    error_px = im.error_px if error_px is None else error_px
-    colors = None if tex is None else tex.albedo
-    shaded = get_renderer().render(V, prepared.render_faces, im.camera, vertex_colors=colors, light_dir=(0.0, 0.0, -1.0),
-                                   ambient=0.45, diffuse=0.6)
-    out = img.astype(np.float32) / 255.0
-    m = shaded.mask
-    out[m] = (1 - alpha) * out[m] + alpha * shaded.color[m]
-    out8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
-    scale = max(1.0, im.camera.width / 800)
+    out8 = face_overlay(img, prepared, V, im.camera)
     radius = float(np.clip(lmk.outer_interocular(im.landmarks_2d) / 90.0, 0.8, 3.0))
     out8 = draw_points(out8, im.landmarks_2d, (60, 140, 255), radius=radius)
-    out8 = draw_points(out8, fitted_2d, (40, 230, 40), radius=radius)
+    return draw_points(out8, fitted_2d, (40, 230, 40), radius=radius)
+
+
+def overlay_caption(marked, im, error_px=None):
+    """The overlay's caption: the median landmark error and the colour key."""
+    error_px = im.error_px if error_px is None else error_px
     iod = im.error_px / max(im.error_iod, 1e-12)
-    return draw_text(out8, [f"landmark error {error_px:.1f} px ({100 * error_px / iod:.1f} % IOD)",
-                            "blue: detected  green: fitted"], scale=0.5 * scale)
+    return draw_text(marked, [f"landmark error {error_px:.1f} px ({100 * error_px / iod:.1f} % IOD)",
+                              "blue: detected  green: fitted"], scale=0.5 * max(1.0, im.camera.width / 800))
 
 
 def stages_dict(r: FaceResult):
@@ -219,6 +220,8 @@ def write_result(r: FaceResult, model, outdir):
                                              "fitted": np.round(im.fitted_2d, 3).tolist(),
                                              "convention": "OpenCV pixels: (0, 0) is the centre of the top-left pixel"})
     write_image_atomic(d / "overlay.png", r.overlay)
+    if r.preview is not None:
+        write_image_atomic(d / "preview.png", r.preview)
     if r.fine is not None:
         write_fine_outputs(r.fine, d)
     else:  # a rerun without the fine stage must not leave an earlier run's detail next to the new mesh

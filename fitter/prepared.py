@@ -110,6 +110,21 @@ class PreparedModel:
         return _read_only(self.model.render_faces())
 
     @_BuiltOnce
+    def front_faces(self):
+        """(M'', 3) triangles of the front of the face ('narrow_face' when the model has it: no ears,
+        neck or scalp, which a photo rarely shows or constrains; else the face area)."""
+        m = self.model
+        return _read_only(m.faces_in("narrow_face" if "narrow_face" in m.regions else "face"))
+
+    @_BuiltOnce
+    def render_triangle_ids(self):
+        """(M',) index into model.faces of each of `render_faces` (e.g. for their UV triangles)."""
+        m = self.model
+        ids = np.flatnonzero(m.region_mask("render")[m.faces].all(axis=1)) if "render" in m.regions \
+            else np.arange(len(m.faces))
+        return _read_only(ids)
+
+    @_BuiltOnce
     def face_area(self):
         """fitter.face_area.FaceArea: the face-area submesh and its landmark and carry tables."""
         return FaceArea(self.model, self.require_embedding())

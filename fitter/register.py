@@ -27,7 +27,8 @@ from .evaluate import crop
 from .io import save_npz_atomic, write_image_atomic, write_json_atomic
 from .mesh import boundary_vertices, face_normals, interpolate, submesh, vertex_normals, write_obj
 from .nicp import NicpSettings, NicpSystem, Target, nicp
-from .render import depth_visible, get_renderer
+from .overlay import face_overlay
+from .render import depth_visible
 from .scan import FaceFrame, find_face_frame, render_scan
 from .texture import fit_phong, phong_shade, sample_image
 
@@ -512,12 +513,7 @@ def write_registration(reg: Registration, model, outdir, overlay=None):
 
 
 def registration_overlay(prepared, V_cam, color, K):
-    """The colour image with a mesh of the model's topology, V_cam (N, 3) in the camera frame, shaded
-    over it."""
+    """The colour image with the face area of a mesh of the model's topology, V_cam (N, 3) in the camera
+    frame, shaded over it (`fitter.overlay.face_overlay`)."""
     H, W = color.shape[:2]
-    cam = Camera(np.asarray(K, float), np.eye(3), np.zeros(3), W, H)
-    r = get_renderer().render(V_cam, prepared.render_faces, cam, light_dir=(0.0, 0.0, -1.0), ambient=0.45, diffuse=0.6)
-    out = color.astype(np.float32) / 255.0
-    m = r.mask
-    out[m] = 0.45 * out[m] + 0.55 * r.color[m]
-    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
+    return face_overlay(color, prepared, V_cam, Camera(np.asarray(K, float), np.eye(3), np.zeros(3), W, H))

@@ -67,3 +67,27 @@ def test_error_paths_one_line_and_others_still_fitted(ict_model, tmp_path):
     assert r.exit_code == 3  # everything failed
     r = CliRunner().invoke(cli, ["fit", str(good), "--stages", "coarse,bogus", "-o", str(tmp_path / "o3")])
     assert r.exit_code != 0 and "unknown stage" in r.output
+
+
+def test_overlay_draws_only_the_face_and_the_preview_has_four_panels(fitted):
+    """overlay.png changes the photo only on the face (and the landmarks on it): not the hair, neck or
+    collar; preview.png is photo | overlay | three-quarter shape | textured."""
+    d, _ = fitted
+    photo = read_image(need(PHOTOS / "whitehouse_obama.jpg", "photo")).astype(int)
+    over = read_image(d / "overlay.png").astype(int)
+    lm = np.array(json.loads((d / "landmarks.json").read_text())["detected"]["points"])
+    lo, hi = lm.min(0), lm.max(0)
+    pad = 0.1 * (hi - lo)
+    H, W = photo.shape[:2]
+    yy, xx = np.mgrid[0:H, 0:W]
+    near_face = (xx > lo[0] - pad[0]) & (xx < hi[0] + pad[0]) & (yy > lo[1] - pad[1]) & (yy < hi[1] + pad[1])
+    caption = yy < 60
+    changed = np.abs(over - photo).max(axis=2) > 12
+    assert changed[near_face].mean() > 0.3                      # the face is drawn over
+    assert changed[~near_face & ~caption].mean() < 0.002        # nothing else is
+    preview = read_image(d / "preview.png")
+    h, w = preview.shape[:2]
+    assert w == 4 * h and h >= 256
+    tiles = [preview[:, i * h:(i + 1) * h].astype(int) for i in range(4)]
+    assert np.abs(tiles[0] - tiles[1]).max(axis=2).mean() > 5   # the overlay differs from the photo crop
+    assert (np.abs(tiles[2] - tiles[3]).max(axis=2) > 20).mean() > 0.05  # the texture changes the shaded view

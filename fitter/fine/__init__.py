@@ -9,9 +9,8 @@
 """
 from .geometry import depth_discontinuities, depth_normals, forward_normals, pixel_rays, sh_gradient
 from .photometric import LUMA, fit_albedo, fit_lighting, fit_specular, luma, region_average_albedo
-from .stage import (FineConfig, FineResult, crop_image, detail_mesh, displace_vertices, refine_depth,
-                    refined_region)
+from .stage import FineConfig, FineResult, detail_mesh, displace_vertices, refine_depth, refined_region
 
-__all__ = ["FineConfig", "FineResult", "LUMA", "crop_image", "depth_discontinuities", "depth_normals", "detail_mesh",
+__all__ = ["FineConfig", "FineResult", "LUMA", "depth_discontinuities", "depth_normals", "detail_mesh",
            "displace_vertices", "fit_albedo", "fit_lighting", "fit_specular", "forward_normals", "luma",
            "pixel_rays", "refine_depth", "refined_region", "region_average_albedo", "sh_gradient"]

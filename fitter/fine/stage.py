@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from ..camera import Camera, crop_matrix, square_box
+from ..camera import Camera, crop_image, square_box
 from ..errors import InputError
 from ..mesh import vertex_normals
 from ..render import depth_visible, get_renderer
@@ -110,19 +110,6 @@ class FineResult:
                 "depth_change_mm_p95": round(float(np.percentile(np.abs(self.depth - self.depth0)[self.unknown], 95))
                                              if self.unknown.any() else 0.0, 4),
                 "times_s": {k: round(v, 4) for k, v in self.times.items()}, "ceres": self.solver}
-
-
-def crop_image(image, box, size):
-    """The box (x0, y0, side) of `image` (H, W, 3) resampled to size×size (area-averaged when shrinking;
-    outside the photo: edge pixels repeated) and the matrix A (3×3) with crop pixel = A · photo pixel."""
-    x0, y0, side = box
-    H, W = image.shape[:2]
-    pad = max(0, -x0, -y0, x0 + side - W, y0 + side - H)
-    src = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else image
-    patch = src[y0 + pad:y0 + pad + side, x0 + pad:x0 + pad + side]
-    interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
-    out = cv2.resize(patch, (size, size), interpolation=interp)
-    return out, crop_matrix(x0, y0, side, size)
 
 
 def refined_region(model):

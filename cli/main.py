@@ -182,13 +182,12 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         raise click.UsageError("give one or more IMAGES, or --example")
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
-    model = prepared.model
     failed = 0
     for p in paths:
         try:
             check_result_dir(outdir, p, 0)  # before the work: a file where this photo's folder goes
             results = fit_photo(p, prepared, stages, focal, all_faces, texture_size)
-            dirs = [write_result(r, model, outdir) for r in results]
+            dirs = [write_result(r, prepared, outdir) for r in results]
         except Exception as e:  # one photo's failure is reported and the batch goes on
             if not isinstance(e, FacefitError) and os.environ.get("FACEFIT_DEBUG"):
                 raise
@@ -295,40 +294,27 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(recon, gt, gt_landmarks, gt_units, recon_units, model_name, crop_mm, symmetric, as_json):
     """MICC-protocol error of a reconstruction RECON (a facefit mesh) against a ground-truth scan GT."""
-    import numpy as np
-
-    from fitter import landmarks as lmk
-    from fitter import store
     from fitter.errors import InputError
-    from fitter.evaluate import micc_error
+    from fitter.evaluate import evaluate_mesh
     from fitter.mesh import read_obj
     from fitter.model import UNIT_SCALES
-    from fitter.scan import find_face_frame, read_points, read_scan
+    from fitter.prepared import PreparedModel
+    from fitter.scan import read_points, read_scan
 
-    model = store.load_model(model_name)
+    prepared = PreparedModel.load(model_name)
     rec = read_obj(recon)
-    rec.V = rec.V * UNIT_SCALES[recon_units]
-    if len(rec.V) != model.n_vertices:
-        raise InputError(f"{recon} has {len(rec.V)} vertices, model '{model_name}' has {model.n_vertices}: "
-                         f"give a mesh written by 'facefit fit' with that model")
-    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    if len(rec.V) != prepared.model.n_vertices:
+        raise InputError(f"{recon} has {len(rec.V)} vertices, model '{model_name}' has "
+                         f"{prepared.model.n_vertices}: give a mesh written by 'facefit fit' with that model")
     scan = read_scan(gt, gt_units, units_option="--gt-units")
     for note in scan.notes:
         click.echo(f"facefit: warning: {note}", err=True)
+    points = None
     if gt_landmarks:
-        P = read_points(gt_landmarks) * scan.unit_scale
-        if len(P) not in (1, 5):
+        points = read_points(gt_landmarks) * scan.unit_scale
+        if len(points) not in (1, 5):
             raise InputError(f"{gt_landmarks}: give 1 point (nose tip) or 5 (eyes, nose tip, mouth corners)")
-        nose, gt_pts = (P[0], None) if len(P) == 1 else (P[2], P)
-    else:
-        frame = find_face_frame(scan)
-        nose = frame.nose_tip
-        gt_pts = lmk.five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
-    R68 = rec.V[ref]
-    rec_pts = lmk.five_points(R68)
-    res = micc_error(rec.V, rec.F, scan.V, scan.F, nose, R68[30], rec_pts if gt_pts is not None else None,
-                     gt_pts, crop_mm=crop_mm, symmetric=symmetric, recon_mask=model.region_mask("outer_skin"))
-    res.pop("transform")
+    res = evaluate_mesh(prepared, rec.V * UNIT_SCALES[recon_units], scan, points, crop_mm, symmetric)
     if not 0.5 <= res["scale"] <= 2.0:
         click.echo(f"facefit: warning: the reconstruction had to be scaled by {res['scale']:.4g} to meet the scan: "
                    f"its units are not the scan's (RECON is read as {recon_units}; give --recon-units, and "

@@ -1,6 +1,43 @@
-"""facefit: classical, optimisation-based 3D face reconstruction (library namespace `fitter`)."""
+"""facefit: classical, optimisation-based 3D face reconstruction (library namespace `fitter`).
+
+The Python API (see the README's "Python" section and examples/api_*.py):
+
+    model = fitter.PreparedModel.load("ict")          # a face model and its derived state, loaded once
+    faces = fitter.fit_photo("photo.jpg", model)       # [FaceResult]: .vertices (N, 3) mm, .fit.camera, ...
+    fitter.write_result(faces[0], model, "out")        # mesh.obj, texture.png, params.json, overlay, preview
+    reg = fitter.register_rgbd(model, color, depth, K) # Registration: .vertices, .s_morph, .report
+    reg, camera = fitter.register_scan(model, fitter.read_scan("scan.obj"))
+    fitter.evaluate_mesh(model, reg.vertices, scan)    # MICC-protocol error, mm
+
+The entry points are imported on first use, so `import fitter` stays light.
+"""
+import importlib
+
 from .errors import FacefitError, InputError, ModelInstallError, ModelNotInstalledError, NoFaceError, RenderBackendError
 
 __version__ = "0.1.0"
+
+_API = {  # name -> module that defines it
+    "PreparedModel": "prepared",
+    "fit_photo": "pipeline", "write_result": "pipeline", "FaceResult": "pipeline",
+    "register_rgbd": "register", "register_scan": "register", "write_registration": "register",
+    "read_depth": "register", "read_intrinsics": "register", "Registration": "register",
+    "read_scan": "scan", "Scan": "scan",
+    "read_image": "io",
+    "evaluate_mesh": "evaluate",
+}
+
 __all__ = ["FacefitError", "InputError", "ModelInstallError", "ModelNotInstalledError", "NoFaceError",
-           "RenderBackendError", "__version__"]
+           "RenderBackendError", "__version__", *_API]
+
+
+def __getattr__(name):
+    if name in _API:
+        value = getattr(importlib.import_module(f".{_API[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fitter' has no attribute '{name}'")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

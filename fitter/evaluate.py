@@ -5,12 +5,18 @@ it by ICP with isotropic scale (started from corresponding landmarks when given,
 tips); report the point-to-plane distance from each cropped ground-truth vertex to the reconstructed
 surface (the distance to the closest surface point, i.e. along the surface normal there): mean, RMSE,
 median, and optionally the symmetric version (the mean of both directions).
+
+evaluate_mesh: the protocol for a reconstruction in a face model's topology against a scan, with the
+scan's nose tip and alignment landmarks given or found by rendering it and detecting its landmarks.
 """
 import numpy as np
 
+from . import landmarks as lmk
 from .align import similarity_transform
 from .closest import MeshQuery
+from .errors import InputError
 from .mesh import submesh
+from .scan import find_face_frame
 
 
 def crop(V, F, center, radius):
@@ -78,3 +84,35 @@ def micc_error(recon_V, recon_F, gt_V, gt_F, gt_nose, recon_nose, recon_points=N
         out["symmetric_mean_mm"] = float((d.mean() + d2.mean()) / 2)
     out["transform"] = {"scale": float(s), "R": R.tolist(), "t": t.tolist()}
     return out
+
+
+def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symmetric=False):
+    """MICC-protocol error of a reconstruction against a ground-truth scan.
+
+    prepared: the PreparedModel whose topology recon_V (N, 3, mm) has (its 68 landmark vertices give the
+    reconstruction's nose tip and alignment points; its outer skin is scored); scan: a fitter.scan.Scan in
+    mm; gt_landmarks: None (found by rendering the scan and detecting its landmarks), a (1, 3) nose tip,
+    or (5, 3) right eye, left eye, nose tip, right and left mouth corner, in mm.
+    Returns a dict: mean_mm, rmse_mm, median_mm, gt_points, scale (of the alignment: far from 1 when the
+    two are not in the same units) and, with symmetric, symmetric_mean_mm."""
+    model = prepared.model
+    recon_V = np.asarray(recon_V, float)
+    if recon_V.shape != (model.n_vertices, 3):
+        raise InputError(f"the reconstruction has {len(recon_V)} vertices, model '{model.name}' has "
+                         f"{model.n_vertices}: give a mesh written with that model")
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    if gt_landmarks is not None:
+        P = np.asarray(gt_landmarks, float).reshape(-1, 3)
+        if len(P) not in (1, 5):
+            raise InputError("give 1 ground-truth point (nose tip) or 5 (eyes, nose tip, mouth corners)")
+        nose, gt_pts = (P[0], None) if len(P) == 1 else (P[2], P)
+    else:
+        frame = find_face_frame(scan)
+        nose = frame.nose_tip
+        gt_pts = lmk.five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
+    R68 = recon_V[ref]
+    res = micc_error(recon_V, model.faces, scan.V, scan.F, nose, R68[30],
+                     lmk.five_points(R68) if gt_pts is not None else None, gt_pts, crop_mm=crop_mm,
+                     symmetric=symmetric, recon_mask=model.region_mask("outer_skin"))
+    res.pop("transform")
+    return res

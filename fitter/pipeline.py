@@ -183,8 +183,10 @@ def check_result_dir(outdir, path, face_index):
     return d
 
 
-def write_result(r: FaceResult, model, outdir):
-    """Write one face's outputs; returns the folder."""
+def write_result(r: FaceResult, prepared: PreparedModel, outdir):
+    """Write one face's outputs into OUTDIR/<photo stem>/ (OUTDIR/<stem>_faceK/ for a photo's further
+    faces), each file atomically; returns the folder."""
+    model = prepared.model
     d = check_result_dir(outdir, r.image_path, r.face_index)
     im = r.fit
     cam = im.camera

@@ -29,6 +29,44 @@ from .texture import fit_texture, uv_texture
 
 STAGES = ("coarse", "medium", "fine")
 DEFAULT_STAGES = ("coarse", "medium", "fine")
+# Photos larger than this are fitted on an area-averaged copy of this many pixels: detection, the fits,
+# the texture and the overlays need no more, and memory and time stay bounded whatever the photo's size.
+WORK_MAX_PIXELS = 4_000_000
+
+
+@dataclass
+class WorkingImage:
+    """The copy of a photo the stages work on: pixel u′ = s (u + 0.5) − 0.5 of the photo's pixel u, per
+    axis (s = 1: the photo itself)."""
+
+    image: np.ndarray          # (h, w, 3) uint8
+    photo_size: tuple          # (W, H) of the photo
+    scale: tuple = (1.0, 1.0)  # (sx, sy) = (w / W, h / H)
+
+    @staticmethod
+    def of(photo, max_pixels=None):
+        """The working copy of `photo` (H, W, 3): itself, or area-averaged to max_pixels (default
+        WORK_MAX_PIXELS)."""
+        max_pixels = WORK_MAX_PIXELS if max_pixels is None else max_pixels
+        H, W = photo.shape[:2]
+        if H * W <= max_pixels:
+            return WorkingImage(photo, (W, H))
+        import cv2
+
+        s = (max_pixels / (H * W)) ** 0.5
+        w, h = max(1, int(round(W * s))), max(1, int(round(H * s)))
+        return WorkingImage(cv2.resize(photo, (w, h), interpolation=cv2.INTER_AREA), (W, H), (w / W, h / H))
+
+    def matrix(self):
+        """3×3 A with working pixel = A · photo pixel (homogeneous)."""
+        sx, sy = self.scale
+        return np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
+
+    def to_photo(self, points):
+        """(K, 2) working-image pixels -> photo pixels (the same array when the copy is the photo)."""
+        if self.scale == (1.0, 1.0):
+            return np.asarray(points, float)
+        return (np.asarray(points, float) + 0.5) / np.asarray(self.scale) - 0.5
 
 
 @dataclass
@@ -43,9 +81,11 @@ class FaceResult:
     fine: object = None               # fitter.fine.FineResult when the stage ran
     texture: object = None            # fitter.texture.TextureFit
     texture_image: np.ndarray = None  # (T, T, 3) uint8
-    overlay: np.ndarray = None        # (H, W, 3) uint8: the photo with the fitted face area and landmarks
+    overlay: np.ndarray = None        # (h, w, 3) uint8: the working image with the fitted face and landmarks
     preview: np.ndarray = None        # (s, 4 s, 3) uint8: photo | overlay | shape | textured (fitter.overlay)
     times: dict = field(default_factory=dict)
+    focal_source: str = "estimated"   # "given", "exif" or "estimated"
+    working: "WorkingImage" = None    # the copy of the photo the stages ran on (cameras and pixels are its own)
 
 
 def exif_focal_px(path, width, height):
@@ -79,21 +119,27 @@ def fit_photo(path, prepared: PreparedModel, stages=DEFAULT_STAGES, focal=None, 
         prepared.laplacian_deformer  # once per model (~2 s): Laplacian, anchors, CHOLMOD analysis
     t_prepare = time.perf_counter() - t0
     t0 = time.perf_counter()
-    img = read_image(path) if image is None else image
-    H, W = img.shape[:2]
+    photo = read_image(path) if image is None else image
+    work = WorkingImage.of(photo)
+    del photo  # a large photo is not kept: the stages use the working copy
+    img = work.image
     t_read = time.perf_counter() - t0
     t0 = time.perf_counter()
     faces = lmk.detect_landmarks(img, all_faces=all_faces)
     t_detect = time.perf_counter() - t0
-    focal_px, focal_source = (float(focal), "given") if focal else (exif_focal_px(path, W, H), "exif")
+    # a focal length in the photo's pixels, in the working image's (EXIF's comes from the photo's size)
+    focal_px, focal_source = (float(focal), "given") if focal else (exif_focal_px(path, *work.photo_size), "exif")
     if focal_px is None:
         focal_source = "estimated"
+    else:
+        focal_px *= float(np.mean(work.scale))
     person = person_mask(img) if faces else None
     results = []
     for k, face in enumerate(faces):
         times = {"read_s": t_read, "detect_s": t_detect / len(faces), "model_prepare_s": t_prepare}
         r = _fit_face(prepared, path, k, face, img, person, stages, focal_px, texture_size, fine_config, times)
         r.focal_source = focal_source
+        r.working = work
         results.append(r)
     return results
 
@@ -198,11 +244,21 @@ def write_result(r: FaceResult, prepared: PreparedModel, outdir):
     else:
         write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces)
     tex = r.texture
+    work = r.working or WorkingImage(None, (cam.width, cam.height))
+    K_photo = np.linalg.inv(work.matrix()) @ cam.K if work.scale != (1.0, 1.0) else cam.K
+    detected = r.landmarks.to_dict()
+    if work.scale != (1.0, 1.0):  # the photo's own pixels for everything a user maps back onto it
+        box = work.to_photo(np.reshape(r.landmarks.box, (2, 2))).ravel()
+        detected.update(points=np.round(work.to_photo(r.landmarks.points), 3).tolist(),
+                        box=[float(b) for b in box], image_size=list(work.photo_size))
     params = {
         "image": str(Path(r.image_path).resolve()), "face_index": r.face_index,
-        "image_size": [cam.width, cam.height],
-        "camera": {"K": cam.K.round(6).tolist(), "R": cam.R.round(9).tolist(), "t_mm": cam.t.round(6).tolist(),
-                   "focal_source": getattr(r, "focal_source", "estimated"),
+        "image_size": list(work.photo_size),
+        "working_image": {"size": [cam.width, cam.height], "scale": [round(v, 9) for v in work.scale],
+                          "note": "the stages ran on this copy; the pixel figures under 'stages' and "
+                                  "'landmarks' are its pixels"},
+        "camera": {"K": K_photo.round(6).tolist(), "R": cam.R.round(9).tolist(), "t_mm": cam.t.round(6).tolist(),
+                   "focal_source": r.focal_source,
                    "yaw_deg": round(yaw_of_rotation(cam.R), 3)},
         "mesh_frame": "camera (OpenCV: x right, y down, z forward), mm",
         "model": {"name": model.name, "sha256": model.metadata.get("model_sha256")},
@@ -218,8 +274,8 @@ def write_result(r: FaceResult, prepared: PreparedModel, outdir):
         "times_s": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.times.items()},
     }
     write_json_atomic(d / "params.json", params)
-    write_json_atomic(d / "landmarks.json", {"detected": r.landmarks.to_dict(),
-                                             "fitted": np.round(im.fitted_2d, 3).tolist(),
+    write_json_atomic(d / "landmarks.json", {"detected": detected,
+                                             "fitted": np.round(work.to_photo(im.fitted_2d), 3).tolist(),
                                              "convention": "OpenCV pixels: (0, 0) is the centre of the top-left pixel"})
     write_image_atomic(d / "overlay.png", r.overlay)
     if r.preview is not None:

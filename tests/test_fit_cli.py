@@ -91,3 +91,28 @@ def test_overlay_draws_only_the_face_and_the_preview_has_four_panels(fitted):
     tiles = [preview[:, i * h:(i + 1) * h].astype(int) for i in range(4)]
     assert np.abs(tiles[0] - tiles[1]).max(axis=2).mean() > 5   # the overlay differs from the photo crop
     assert (np.abs(tiles[2] - tiles[3]).max(axis=2) > 20).mean() > 0.05  # the texture changes the shaded view
+
+
+def test_a_large_photo_is_fitted_on_a_bounded_copy(ict_prepared, tmp_path, monkeypatch):
+    """Above WORK_MAX_PIXELS the stages run on an area-averaged copy; what is written maps back onto the
+    photo: its size, K in its pixels (the mesh's nose tip projects onto the detected nose tip), landmarks
+    in its pixels, and the overlay at the copy's bounded size."""
+    from fitter import pipeline
+
+    photo = need(PHOTOS / "whitehouse_obama.jpg", "photo")  # 910 x 1137
+    full = pipeline.fit_photo(photo, ict_prepared, ("coarse",), texture_size=128)[0]  # on the photo itself
+    monkeypatch.setattr(pipeline, "WORK_MAX_PIXELS", 250_000)
+    (r,) = pipeline.fit_photo(photo, ict_prepared, ("coarse",), texture_size=128)
+    assert r.working.scale[0] < 0.5 and r.fit.camera.width * r.fit.camera.height <= 250_000
+    d = pipeline.write_result(r, ict_prepared, tmp_path)
+    params = json.loads((d / "params.json").read_text())
+    assert params["image_size"] == [910, 1137]
+    K = np.array(params["camera"]["K"])
+    assert abs(K[0, 2] - 454.5) < 0.01 and abs(K[1, 2] - 568.0) < 0.01
+    detected = np.array(json.loads((d / "landmarks.json").read_text())["detected"]["points"])
+    assert detected[:, 0].max() > 500  # photo pixels, not the copy's
+    V = read_obj(d / "mesh.obj").V
+    p = K @ V[ict_prepared.model.metadata["reference_landmarks_68"][30]]
+    assert np.linalg.norm(p[:2] / p[2] - detected[4]) < 0.05 * full.landmarks.interocular()
+    assert np.linalg.norm(detected - full.landmarks.points, axis=1).mean() < 0.01 * full.landmarks.interocular() + 3
+    assert read_image(d / "overlay.png").shape[:2] == (r.fit.camera.height, r.fit.camera.width)

@@ -39,7 +39,7 @@ model: venv
 demo: setup
 	$(FACEFIT) fit --example -o $(OUT)
 	$(FACEFIT) model show ict --yaw 45 -o $(OUT)/model_preview_yaw45.png
-	@echo "outputs in $(OUT)/grace_hopper/ (mesh.obj, texture.png, params.json, overlay.png, landmarks.json, depth_refined.png, normals.png, detail.obj)"
+	@echo "outputs in $(OUT)/grace_hopper/ (mesh.obj, texture.png, params.json, overlay.png, preview.png, landmarks.json, depth_refined.png, normals.png, detail.obj)"
 
 ## test: the default (fast) test suite
 test: setup

@@ -29,6 +29,8 @@ setup(
         "tqdm>=4.60",
         "h5py>=3.8",                # BFM 2017/2019 importer
         "threadpoolctl>=3.1",       # single-threaded BLAS inside the small dense fits
+        "pygltflib>=1.15",          # mesh.glb (facefit fit --mesh-format glb)
+        "plyfile>=0.9,<1.1",        # mesh.ply; plyfile 1.1 needs numpy 2, which mediapipe 0.10.21 does not allow
     ],
     extras_require={"test": ["pytest>=7"], "bench": ["eos-py>=1.4"]},
     entry_points={"console_scripts": ["facefit=fitter.cli.main:main"]},

@@ -170,7 +170,10 @@ def _stages_option(ctx, param, value):
 @click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per face.")
 @click.option("--texture-size", default=1024, show_default=True, help="UV texture size in pixels.")
-def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size):
+@click.option("--mesh-format", type=click.Choice(["obj", "glb", "ply"]), default="obj", show_default=True,
+              help="Also write mesh.glb (glTF binary, textured, y up) or mesh.ply (UVs, vertex colours) "
+                   "beside mesh.obj.")
+def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size, mesh_format):
     """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
     landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
     from fitter.io import ensure_writable_dir
@@ -187,7 +190,7 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         try:
             check_result_dir(outdir, p, 0)  # before the work: a file where this photo's folder goes
             results = fit_photo(p, prepared, stages, focal, all_faces, texture_size)
-            dirs = [write_result(r, prepared, outdir) for r in results]
+            dirs = [write_result(r, prepared, outdir, mesh_format) for r in results]
         except Exception as e:  # one photo's failure is reported and the batch goes on
             if not isinstance(e, FacefitError) and os.environ.get("FACEFIT_DEBUG"):
                 raise

@@ -17,6 +17,7 @@ from .camera import yaw_of_rotation
 from .coarse import fit_landmarks
 from .draw import draw_points, draw_text
 from .errors import InputError
+from .export import write_glb, write_ply
 from .fine import detail_mesh, refine_depth
 from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
 from .mesh import write_obj
@@ -229,9 +230,15 @@ def check_result_dir(outdir, path, face_index):
     return d
 
 
-def write_result(r: FaceResult, prepared: PreparedModel, outdir):
+MESH_FORMATS = ("obj", "glb", "ply")
+
+
+def write_result(r: FaceResult, prepared: PreparedModel, outdir, mesh_format="obj"):
     """Write one face's outputs into OUTDIR/<photo stem>/ (OUTDIR/<stem>_faceK/ for a photo's further
-    faces), each file atomically; returns the folder."""
+    faces), each file atomically; returns the folder. mesh_format "glb" or "ply" also writes mesh.glb /
+    mesh.ply (`fitter.export`) beside mesh.obj."""
+    if mesh_format not in MESH_FORMATS:
+        raise InputError(f"unknown mesh format '{mesh_format}' (available: {', '.join(MESH_FORMATS)})")
     model = prepared.model
     d = check_result_dir(outdir, r.image_path, r.face_index)
     im = r.fit
@@ -243,6 +250,12 @@ def write_result(r: FaceResult, prepared: PreparedModel, outdir):
         write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces, mtl_name="mesh.mtl", material="face")
     else:
         write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces)
+    for fmt in ("glb", "ply"):
+        if mesh_format == fmt and model.uv is not None:
+            (write_glb if fmt == "glb" else write_ply)(d / f"mesh.{fmt}", Vcam, model.faces, model.uv, model.uv_faces,
+                                                        r.texture_image)
+        else:  # a rerun in another format must not leave an earlier mesh of this one beside the new files
+            (d / f"mesh.{fmt}").unlink(missing_ok=True)
     tex = r.texture
     work = r.working or WorkingImage(None, (cam.width, cam.height))
     K_photo = np.linalg.inv(work.matrix()) @ cam.K if work.scale != (1.0, 1.0) else cam.K

@@ -85,3 +85,15 @@ def test_fit_writes_the_asked_format_and_removes_the_other(tmp_path):
     assert run("glb").exit_code == 0 and (d / "mesh.glb").is_file() and (d / "mesh.obj").is_file()
     assert run("ply").exit_code == 0 and (d / "mesh.ply").is_file() and not (d / "mesh.glb").exists()
     assert json.loads((d / "params.json").read_text())["image_size"] == [512, 512]
+
+
+def test_a_mesh_without_texture_is_written_flat_grey(textured_mean, tmp_path):
+    import pygltflib
+    from plyfile import PlyData
+
+    m, V, _ = textured_mean
+    write_glb(tmp_path / "n.glb", V, m.faces, m.uv, m.uv_faces, None)
+    write_ply(tmp_path / "n.ply", V, m.faces, m.uv, m.uv_faces, None)
+    assert len(pygltflib.GLTF2().load(str(tmp_path / "n.glb")).images) == 1
+    ply = PlyData.read(str(tmp_path / "n.ply"))
+    assert not any(c.startswith("TextureFile") for c in ply.comments) and (ply["vertex"]["red"] == 190).all()

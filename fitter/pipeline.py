@@ -113,6 +113,8 @@ def fit_photo(path, prepared: PreparedModel, stages=DEFAULT_STAGES, focal=None, 
             raise InputError(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
     if "coarse" not in stages:
         raise InputError("the 'coarse' stage is required: every later stage starts from it")
+    if focal is not None and not (np.isfinite(focal) and focal > 0):
+        raise InputError(f"focal length {focal!r} is not a positive, finite number of pixels")
     prepared.require_embedding()
     t0 = time.perf_counter()
     prepared.landmark_basis  # built once per model (~0.8 s), not part of any photo's fit time

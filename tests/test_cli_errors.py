@@ -32,6 +32,16 @@ def test_focal_must_be_positive_and_finite(tmp_path, focal):
     assert not (tmp_path / "out").exists()  # refused before any work
 
 
+def test_the_python_api_checks_the_focal_too(ict_prepared):
+    from fitter.errors import InputError
+    from fitter.pipeline import fit_photo
+
+    photo = need(PHOTOS / "whitehouse_obama.jpg", "photo")
+    for bad in (-5.0, float("nan"), float("inf")):
+        with pytest.raises(InputError, match="not a positive, finite"):
+            fit_photo(photo, ict_prepared, focal=bad)
+
+
 @pytest.mark.parametrize("stages, says", [("", "at least one stage"), ("fine,coarse", "coarse' comes first"),
                                           ("coarse,fine,medium", "in that order"), ("coarse,coarse", "twice"),
                                           ("coarse,bogus", "unknown stage")])

@@ -87,16 +87,18 @@ def read_scan(path, units=None, units_option="--scan-units") -> Scan:
         raise InputError(f"{path} does not exist")
     suffix = path.suffix.lower()
     colors = uv = None
+    notes = []
     if suffix == ".obj":
         m = read_obj(path)
         V, F = m.V, m.F
     elif suffix == ".vtk":
         V, F, uv = _read_vtk(path)
     elif suffix in (".ply", ".stl", ".off", ".glb", ".gltf"):
-        V, F, colors = _read_open3d(path)
+        V, F, colors = _read_open3d(path, notes)
     else:
         raise InputError(f"{path}: unsupported mesh format '{suffix}' (use .obj, .vtk, .ply, .stl, .off, .glb)")
-    V, F, colors, uv, notes = _drop_non_finite(path, np.asarray(V, float), np.asarray(F, np.int64), colors, uv)
+    V, F, colors, uv, dropped = _drop_non_finite(path, np.asarray(V, float), np.asarray(F, np.int64), colors, uv)
+    notes += dropped
     if len(F) == 0:
         raise InputError(f"{path} has no triangles left with finite vertices")
     used = np.unique(F)
@@ -104,22 +106,56 @@ def read_scan(path, units=None, units_option="--scan-units") -> Scan:
     return Scan(V * scale, F.astype(np.int32), colors, uv, scale, notes)
 
 
-def _read_open3d(path):
-    """(V, F, colours or None) of a mesh file open3d reads; a point cloud (vertices, no faces) is refused
-    with a line that says what to do."""
+MIN_CLOUD_POINTS = 2000     # fewer points than this are no face scan
+POISSON_DEPTH = 8           # octree depth of the surface reconstruction (~1 mm cells on a head)
+POISSON_TRIM = 0.05         # the least supported share of the reconstructed vertices is cut away
+
+
+def _read_open3d(path, notes):
+    """(V, F, colours or None) of a file open3d reads. A point cloud (a PLY with vertices and no faces, as
+    depth sensors and photogrammetry export) is meshed (`mesh_point_cloud`), said in `notes`."""
     import open3d as o3d
 
     o3d.utility.set_verbosity_level(o3d.utility.VerbosityLevel.Error)  # no coloured warnings on stdout
     mesh = o3d.io.read_triangle_mesh(str(path))
     V, F = np.asarray(mesh.vertices, float), np.asarray(mesh.triangles, np.int32)
-    if len(F) == 0:
-        n_points = len(o3d.io.read_point_cloud(str(path)).points) if path.suffix.lower() == ".ply" else len(V)
-        if n_points:
-            raise InputError(f"{path} is a point cloud ({n_points} points, no triangles): mesh it first (e.g. "
-                             f"Poisson surface reconstruction in open3d or MeshLab), or register the RGB-D "
-                             f"frame it came from with COLOR DEPTH --intrinsics")
+    if len(F):
+        return V, F, (np.asarray(mesh.vertex_colors, float) if mesh.has_vertex_colors() else None)
+    cloud = o3d.io.read_point_cloud(str(path)) if path.suffix.lower() == ".ply" else None
+    n_points = 0 if cloud is None else len(cloud.points)
+    if n_points == 0:
         raise InputError(f"{path} holds no triangle mesh open3d can read")
-    return V, F, (np.asarray(mesh.vertex_colors, float) if mesh.has_vertex_colors() else None)
+    if n_points < MIN_CLOUD_POINTS:
+        raise InputError(f"{path} is a point cloud of only {n_points} points: a face scan needs at least "
+                         f"{MIN_CLOUD_POINTS} (or register the RGB-D frame it came from with COLOR DEPTH --intrinsics)")
+    P = np.asarray(cloud.points, float)
+    finite = np.isfinite(P).all(axis=1)
+    colors = np.asarray(cloud.colors, float)[finite] if cloud.has_colors() else None
+    V, F, C = mesh_point_cloud(P[finite], colors)
+    notes.append(f"{path}: a point cloud of {n_points} points"
+                 + (f" ({n_points - int(finite.sum())} non-finite dropped)" if not finite.all() else "")
+                 + f", meshed by Poisson surface reconstruction ({len(F)} triangles)")
+    return V, F, C
+
+
+def mesh_point_cloud(points, colors=None, depth=POISSON_DEPTH, trim=POISSON_TRIM):
+    """Triangle mesh (V, F, colours or None) of a point cloud (K, 3) by screened Poisson surface
+    reconstruction (open3d): normals from 20 neighbours, oriented consistently over the cloud's tangent
+    planes; the reconstructed vertices least supported by points (the `trim` share of lowest density:
+    the surface Poisson invents across holes and around the open rim) are removed."""
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(points, float)))
+    if colors is not None:
+        cloud.colors = o3d.utility.Vector3dVector(np.asarray(colors, float))
+    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(20))
+    cloud.orient_normals_consistent_tangent_plane(20)
+    mesh, density = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(cloud, depth=depth)
+    density = np.asarray(density)
+    mesh.remove_vertices_by_mask(density < np.quantile(density, trim))
+    V, F = np.asarray(mesh.vertices, float), np.asarray(mesh.triangles, np.int32)
+    C = np.asarray(mesh.vertex_colors, float) if colors is not None and mesh.has_vertex_colors() else None
+    return V, F, C
 
 
 def _drop_non_finite(path, V, F, colors, uv):

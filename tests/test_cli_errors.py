@@ -107,14 +107,34 @@ def test_unit_errors_name_the_right_option(tmp_path):
         read_scan(tmp_path / "huge.obj")
 
 
-def test_point_cloud_is_refused_with_what_to_do(tmp_path):
+def test_a_tiny_point_cloud_is_refused_with_what_to_do(tmp_path):
     import open3d as o3d
 
     pc = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.random.default_rng(0).normal(size=(500, 3)) * 80))
     o3d.io.write_point_cloud(str(tmp_path / "cloud.ply"), pc)
     r = run("register", "--scan", tmp_path / "cloud.ply", "-o", tmp_path / "out")
-    assert r.exit_code == 2 and "point cloud (500 points" in r.output
+    assert r.exit_code == 2 and "point cloud of only 500 points" in r.output
     assert r.output.splitlines() == error_lines(r)  # nothing else printed (no open3d warning)
+
+
+def test_a_point_cloud_scan_is_meshed_and_registered(ict_prepared, tmp_path):
+    """MeshMonk's scan given as its vertices only (a point cloud): meshed by Poisson reconstruction (a
+    warning line says so) and registered about as closely as the mesh itself (measured 0.30 vs 0.26 mm)."""
+    import open3d as o3d
+
+    from fitter.mesh import read_obj
+    from fitter.register import scan_distances
+    from fitter.scan import find_face_frame, read_scan
+
+    path = need(SHARED / "data" / "scan-meshmonk" / "DemoFace_10K.obj", "MeshMonk scan")
+    o3d.io.write_point_cloud(str(tmp_path / "cloud.ply"), o3d.geometry.PointCloud(
+        o3d.utility.Vector3dVector(read_obj(path).V)))
+    r = run("register", "--scan", tmp_path / "cloud.ply", "-o", tmp_path / "out", "--json")
+    assert r.exit_code == 0 and "meshed by Poisson surface reconstruction" in r.output, r.output
+    scan = read_scan(path)
+    V = read_obj(tmp_path / "out" / "registered.obj").V
+    d, covered = scan_distances(V, ict_prepared.model, scan.V, scan.F, find_face_frame(scan).nose_tip)
+    assert covered > 0.95 and np.median(d) < 0.45
 
 
 def test_eval_says_when_the_reconstruction_is_in_other_units(ict_model, tmp_path):

@@ -1,6 +1,5 @@
 """`facefit` command: every FacefitError becomes a one-line message and a non-zero exit code."""
 import json
-import math
 import os
 import sys
 import time
@@ -129,30 +128,28 @@ def _example_photo():
     return str(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
 
 
-def _focal_option(ctx, param, value):
-    """--focal: a positive, finite number of pixels."""
-    if value is not None and not (math.isfinite(value) and value > 0):
-        raise click.BadParameter(f"{value:g} is not a focal length: give a positive, finite number of pixels")
-    return value
+def _as_usage_error(check):
+    """A click callback from a library check: its InputError becomes a usage error (exit 2)."""
+    def callback(ctx, param, value):
+        from fitter.errors import InputError
+
+        try:
+            return check(value)
+        except InputError as e:
+            raise click.BadParameter(str(e)) from None
+    return callback
 
 
-def _stages_option(ctx, param, value):
-    """--stages: known stages, each once, in the pipeline's order, starting with coarse."""
-    from fitter.pipeline import STAGES
+def _check_focal(value):
+    from fitter.pipeline import check_focal
 
-    stages = [s.strip() for s in value.split(",") if s.strip()]
-    if not stages:
-        raise click.BadParameter(f"give at least one stage ({', '.join(STAGES)})")
-    for s in stages:
-        if s not in STAGES:
-            raise click.BadParameter(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
-    if len(set(stages)) != len(stages):
-        raise click.BadParameter("a stage is named twice")
-    if stages[0] != "coarse":
-        raise click.BadParameter("'coarse' comes first: every later stage starts from it")
-    if [STAGES.index(s) for s in stages] != sorted(STAGES.index(s) for s in stages):
-        raise click.BadParameter(f"the stages run in the order {', '.join(STAGES)}: write them in that order")
-    return stages
+    return check_focal(value)
+
+
+def _check_stages(value):
+    from fitter.pipeline import check_stages
+
+    return check_stages([s.strip() for s in value.split(",") if s.strip()])
 
 
 @cli.command("fit")
@@ -160,11 +157,11 @@ def _stages_option(ctx, param, value):
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Output folder: one sub-folder per image (and face).")
 @click.option("--model", "model_name", default="ict", show_default=True)
-@click.option("--stages", default="coarse,medium,fine", show_default=True, callback=_stages_option,
+@click.option("--stages", default="coarse,medium,fine", show_default=True, callback=_as_usage_error(_check_stages),
               help="Comma-separated stages to run, in order: coarse (landmark model fit), medium (Laplacian "
                    "deformation towards the landmarks), fine (shape from shading: depth_refined.png, "
                    "normals.png, detail.obj).")
-@click.option("--focal", type=float, default=None, callback=_focal_option,
+@click.option("--focal", type=float, default=None, callback=_as_usage_error(_check_focal),
               help="Focal length in pixels, > 0 (default: EXIF, else estimated).")
 @click.option("--all-faces", is_flag=True, help="Fit every face, not only the largest.")
 @click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
@@ -297,7 +294,6 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
 @click.option("--json", "as_json", is_flag=True)
 def eval_cmd(recon, gt, gt_landmarks, gt_units, recon_units, model_name, crop_mm, symmetric, as_json):
     """MICC-protocol error of a reconstruction RECON (a facefit mesh) against a ground-truth scan GT."""
-    from fitter.errors import InputError
     from fitter.evaluate import evaluate_mesh
     from fitter.mesh import read_obj
     from fitter.model import UNIT_SCALES
@@ -306,17 +302,10 @@ def eval_cmd(recon, gt, gt_landmarks, gt_units, recon_units, model_name, crop_mm
 
     prepared = PreparedModel.load(model_name)
     rec = read_obj(recon)
-    if len(rec.V) != prepared.model.n_vertices:
-        raise InputError(f"{recon} has {len(rec.V)} vertices, model '{model_name}' has "
-                         f"{prepared.model.n_vertices}: give a mesh written by 'facefit fit' with that model")
     scan = read_scan(gt, gt_units, units_option="--gt-units")
     for note in scan.notes:
         click.echo(f"facefit: warning: {note}", err=True)
-    points = None
-    if gt_landmarks:
-        points = read_points(gt_landmarks) * scan.unit_scale
-        if len(points) not in (1, 5):
-            raise InputError(f"{gt_landmarks}: give 1 point (nose tip) or 5 (eyes, nose tip, mouth corners)")
+    points = read_points(gt_landmarks) * scan.unit_scale if gt_landmarks else None
     res = evaluate_mesh(prepared, rec.V * UNIT_SCALES[recon_units], scan, points, crop_mm, symmetric)
     if not 0.5 <= res["scale"] <= 2.0:
         click.echo(f"facefit: warning: the reconstruction had to be scaled by {res['scale']:.4g} to meet the scan: "

@@ -99,12 +99,13 @@ def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symm
     recon_V = np.asarray(recon_V, float)
     if recon_V.shape != (model.n_vertices, 3):
         raise InputError(f"the reconstruction has {len(recon_V)} vertices, model '{model.name}' has "
-                         f"{model.n_vertices}: give a mesh written with that model")
+                         f"{model.n_vertices}: give a mesh written by facefit with that model")
     ref = np.asarray(model.metadata["reference_landmarks_68"])
     if gt_landmarks is not None:
         P = np.asarray(gt_landmarks, float).reshape(-1, 3)
         if len(P) not in (1, 5):
-            raise InputError("give 1 ground-truth point (nose tip) or 5 (eyes, nose tip, mouth corners)")
+            raise InputError(f"{len(P)} ground-truth landmarks: give 1 point (nose tip) or 5 (eyes, nose tip, "
+                             f"mouth corners)")
         nose, gt_pts = (P[0], None) if len(P) == 1 else (P[2], P)
     else:
         frame = find_face_frame(scan)

@@ -37,11 +37,6 @@ class FaceArea:
                                  for b in range(len(emb.contour_yaws))]
         self._carry_table(mask)
 
-    @property
-    def faces(self):
-        """(M, 3) the face area's triangles in model vertex indices."""
-        return self.domain[self.F_local]
-
     def local(self, global_ids):
         """Local indices (−1 outside the face area) of model vertices."""
         return self.local_of_global[np.asarray(global_ids, np.int64)]

@@ -72,6 +72,11 @@ class MorphableModel:
         """Triangles whose three vertices lie in the union of the given regions."""
         return self.faces[self.region_mask(*region_names)[self.faces].all(axis=1)]
 
+    def front_region(self):
+        """Name of the region of the front of the face: 'narrow_face' when the model has it (no ears, neck
+        or scalp, which photos rarely show lit and unoccluded or constrain), else 'face'."""
+        return "narrow_face" if "narrow_face" in self.regions else "face"
+
     def render_faces(self):
         """Triangles the renderer draws: the 'render' region when the model has one (it leaves out
         hidden inner parts), else all. `PreparedModel.render_faces` keeps them."""

@@ -35,16 +35,22 @@ def face_overlay(image, prepared, V, camera, alpha=OVERLAY_ALPHA):
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def textured_render(prepared, V, camera, texture, background=PANEL_BACKGROUND):
+def grey_render(prepared, V, camera, background=PANEL_BACKGROUND):
+    """The renderer's result for mesh V (model frame, mm) seen by `camera`: grey, shaded by the key light."""
+    return get_renderer().render(V, prepared.render_faces, camera, vertex_colors=np.tile(SURFACE_GREY, (len(V), 1)),
+                                 light_dir=KEY_LIGHT, background=background)
+
+
+def textured_render(prepared, V, camera, texture, grey=None):
     """(h, w, 3) uint8: mesh V (model frame, mm) seen by `camera`, its face area coloured by the UV
     `texture` (T, T, 3) uint8 in the model's UV layout and shaded by the key light; the rest of the head
-    (which the photo's texture does not cover) grey."""
+    (which the photo's texture does not cover) grey. grey: `grey_render` of the same view, when the
+    caller has it."""
     model = prepared.model
     F = prepared.render_faces
     in_face = np.zeros(model.n_vertices, bool)
     in_face[prepared.face_area.domain] = True
-    r = get_renderer().render(V, F, camera, vertex_colors=np.tile(SURFACE_GREY, (len(V), 1)), light_dir=KEY_LIGHT,
-                              background=background)
+    r = grey_render(prepared, V, camera) if grey is None else grey
     out = r.color.astype(np.float32)
     m = r.mask.copy()
     m[m] = in_face[F[r.triangle_id[m]]].all(axis=1)
@@ -79,10 +85,10 @@ def fit_preview(image, prepared, V, camera, overlay, texture=None, size=384):
     over = crop_image(overlay, box, size)[0]  # the overlay without its caption: the crop has its own
     yaw = THREE_QUARTER_YAW_DEG if yaw_of_rotation(camera.R) <= 0 else -THREE_QUARTER_YAW_DEG
     cam = three_quarter_camera(prepared, V, yaw, size)
-    shape = get_renderer().render(V, prepared.render_faces, cam, vertex_colors=np.tile(SURFACE_GREY, (len(V), 1)),
-                                  light_dir=KEY_LIGHT, background=PANEL_BACKGROUND).color_uint8()
+    grey = grey_render(prepared, V, cam)
+    shape = grey.color_uint8()
     if texture is not None and prepared.model.uv is not None:
-        textured, note = textured_render(prepared, V, cam, texture), "textured"
+        textured, note = textured_render(prepared, V, cam, texture, grey), "textured"
     else:
         textured, note = np.full_like(shape, int(PANEL_BACKGROUND[0] * 255)), "no texture"
     captions = ("photo", "overlay", f"shape, yaw {yaw:+.0f}", note)

@@ -104,17 +104,36 @@ def exif_focal_px(path, width, height):
     return float(f35) / 36.0 * max(width, height)
 
 
+def check_stages(stages):
+    """The stages to run (a tuple): known ones, each once, in the pipeline's order, starting with coarse.
+    Raises InputError."""
+    stages = tuple(stages)
+    if not stages:
+        raise InputError(f"give at least one stage ({', '.join(STAGES)})")
+    for s in stages:
+        if s not in STAGES:
+            raise InputError(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
+    if len(set(stages)) != len(stages):
+        raise InputError("a stage is named twice")
+    if stages[0] != "coarse":
+        raise InputError("'coarse' comes first: every later stage starts from it")
+    if [STAGES.index(s) for s in stages] != sorted(STAGES.index(s) for s in stages):
+        raise InputError(f"the stages run in the order {', '.join(STAGES)}: write them in that order")
+    return stages
+
+
+def check_focal(focal):
+    """A given focal length (px) must be positive and finite; None means 'not given'. Raises InputError."""
+    if focal is not None and not (np.isfinite(focal) and focal > 0):
+        raise InputError(f"{focal:g} is not a focal length (not a positive, finite number of pixels)")
+    return focal
+
+
 def fit_photo(path, prepared: PreparedModel, stages=DEFAULT_STAGES, focal=None, all_faces=False, texture_size=1024,
               image=None, fine_config=None):
     """Fit every requested face of the photo at `path` (or of `image`, (H, W, 3) uint8, when given) with
     the PreparedModel. Returns a list of FaceResult. Raises InputError / NoFaceError."""
-    for s in stages:
-        if s not in STAGES:
-            raise InputError(f"unknown stage '{s}' (available: {', '.join(STAGES)})")
-    if "coarse" not in stages:
-        raise InputError("the 'coarse' stage is required: every later stage starts from it")
-    if focal is not None and not (np.isfinite(focal) and focal > 0):
-        raise InputError(f"focal length {focal!r} is not a positive, finite number of pixels")
+    stages, focal = check_stages(stages), check_focal(focal)
     prepared.require_embedding()
     t0 = time.perf_counter()
     prepared.landmark_basis  # built once per model (~0.8 s), not part of any photo's fit time
@@ -260,12 +279,10 @@ def write_result(r: FaceResult, prepared: PreparedModel, outdir, mesh_format="ob
             (d / f"mesh.{fmt}").unlink(missing_ok=True)
     tex = r.texture
     work = r.working or WorkingImage(None, (cam.width, cam.height))
-    K_photo = np.linalg.inv(work.matrix()) @ cam.K if work.scale != (1.0, 1.0) else cam.K
-    detected = r.landmarks.to_dict()
-    if work.scale != (1.0, 1.0):  # the photo's own pixels for everything a user maps back onto it
-        box = work.to_photo(np.reshape(r.landmarks.box, (2, 2))).ravel()
-        detected.update(points=np.round(work.to_photo(r.landmarks.points), 3).tolist(),
-                        box=[float(b) for b in box], image_size=list(work.photo_size))
+    K_photo = np.linalg.solve(work.matrix(), cam.K)  # the photo's own pixels for all a user maps back onto it
+    detected = dict(r.landmarks.to_dict(), points=np.round(work.to_photo(r.landmarks.points), 3).tolist(),
+                    box=[float(b) for b in work.to_photo(np.reshape(r.landmarks.box, (2, 2))).ravel()],
+                    image_size=list(work.photo_size))
     params = {
         "image": str(Path(r.image_path).resolve()), "face_index": r.face_index,
         "image_size": list(work.photo_size),

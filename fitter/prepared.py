@@ -111,10 +111,8 @@ class PreparedModel:
 
     @_BuiltOnce
     def front_faces(self):
-        """(M'', 3) triangles of the front of the face ('narrow_face' when the model has it: no ears,
-        neck or scalp, which a photo rarely shows or constrains; else the face area)."""
-        m = self.model
-        return _read_only(m.faces_in("narrow_face" if "narrow_face" in m.regions else "face"))
+        """(M'', 3) triangles of the front of the face (`MorphableModel.front_region`)."""
+        return _read_only(self.model.faces_in(self.model.front_region()))
 
     @_BuiltOnce
     def render_triangle_ids(self):

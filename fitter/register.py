@@ -253,10 +253,11 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     pixels (a scan seen by this camera). Raises InputError / NoFaceError."""
     check_depth(depth, color.shape)
     prepared.require_embedding()
+    settings = settings or NicpSettings()
     t0 = time.perf_counter()
     area = prepared.face_area  # once per model (face-area tables, landmark basis): not a capture's time
     prepared.landmark_basis
-    prepared.nicp_topology((settings or NicpSettings()).gamma)
+    prepared.nicp_topology(settings.gamma)
     times = {"model_prepare_s": time.perf_counter() - t0}
     t_all = time.perf_counter()
     face, V_fit = _detect_and_fit(prepared, color, K, times)
@@ -275,7 +276,6 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     lv, lt = lv_all[use], lift.depth_points[use]
     lv, first = np.unique(lv, return_index=True)
     lt = lt[first]
-    settings = settings or NicpSettings()
     system = NicpSystem(V0[dom], F_face, settings.gamma, prepared.nicp_topology(settings.gamma))
     colours = _TemplateColours(prepared, V0, color, depth, K) if use_color else None
     t0 = time.perf_counter()
@@ -287,7 +287,7 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     V = V0 + area.extend(res.vertices - V0[dom])
     f, R, t, S_morph = split_similarity(prepared.model, V)
     times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
-    report = _report(res, use_color, lv, lift, face, target, dom, times)
+    report = _report(res, use_color, lv, lift, target, dom, times)
     return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target)
 
 
@@ -387,7 +387,7 @@ class _TemplateColours:
         return colors
 
 
-def _report(res, use_color, lv, lift: _Lift, face, target, dom, times):
+def _report(res, use_color, lv, lift: _Lift, target, dom, times):
     """report.json's figures."""
     return {"inlier_fraction": [round(x, 4) for x in res.inlier_fraction],
             "median_residual_mm": [round(x, 4) for x in res.median_residual_mm],

@@ -113,9 +113,8 @@ class FineResult:
 
 
 def refined_region(model):
-    """Name of the model region the stage refines: the front of the face (ICT's 'narrow_face': no
-    ears, neck or scalp, which photos rarely show lit and unoccluded), else the face area."""
-    return "narrow_face" if "narrow_face" in model.regions else "face"
+    """Name of the model region the stage refines: the front of the face (`MorphableModel.front_region`)."""
+    return model.front_region()
 
 
 def _skin_triangles(model, F):

@@ -11,8 +11,8 @@ setup(
     description="Classical 3D face reconstruction: 3DMM fitting, Laplacian deformation, T-ICP, SFS",
     license="MIT",
     python_requires=">=3.9,<3.13",
-    packages=["fitter", "fitter.formats", "fitter.fine", "fitter.bench", "fitter.cli", "fitter.registry",
-              "fitter.shaders"],
+    packages=["fitter", "fitter.formats", "fitter.fine", "fitter.bench", "fitter.video", "fitter.datasets",
+              "fitter.cli", "fitter.registry", "fitter.shaders"],
     package_dir={"fitter": "fitter", "fitter.cli": "cli", "fitter.registry": "models",
                  "fitter.shaders": "shaders"},
     package_data={"fitter.shaders": ["*.vert", "*.geom", "*.frag"], "fitter.registry": ["*.json"]},
@@ -31,6 +31,8 @@ setup(
         "threadpoolctl>=3.1",       # single-threaded BLAS inside the small dense fits
         "pygltflib>=1.15",          # mesh.glb (facefit fit --mesh-format glb)
         "plyfile>=0.9,<1.1",        # mesh.ply; plyfile 1.1 needs numpy 2, which mediapipe 0.10.21 does not allow
+        "dask[distributed]>=2024.1",  # the batch engine (fitter.batch): LocalCluster or an existing cluster
+        "matplotlib>=3.6",          # the MICC report's box plot
     ],
     extras_require={"test": ["pytest>=7"], "bench": ["eos-py>=1.4"]},
     entry_points={"console_scripts": ["facefit=fitter.cli.main:main"]},

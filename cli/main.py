@@ -4,7 +4,10 @@ import os
 import sys
 import time
 
+from pathlib import Path
+
 import click
+import numpy as np
 
 from fitter import __version__
 from fitter.errors import FacefitError
@@ -170,7 +173,12 @@ def _check_stages(value):
 @click.option("--mesh-format", type=click.Choice(["obj", "glb", "ply"]), default="obj", show_default=True,
               help="Also write mesh.glb (glTF binary, textured, y up) or mesh.ply (UVs, vertex colours) "
                    "beside mesh.obj.")
-def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size, mesh_format):
+@click.option("--same-person", is_flag=True,
+              help="The photos show one person: fit one identity to all of them jointly (per-photo pose and "
+                   "expression; outlier photos dropped) and write OUTDIR/<first stem>_joint/ as `facefit video` "
+                   "does (identity.obj, texture.png, params.json, frames.png). Runs the coarse stage only.")
+def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size, mesh_format,
+            same_person):
     """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
     landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
     from fitter.io import ensure_writable_dir
@@ -180,6 +188,12 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
     paths = list(images) + ([_example_photo()] if example else [])
     if not paths:
         raise click.UsageError("give one or more IMAGES, or --example")
+    if same_person:
+        if all_faces:
+            raise click.UsageError("--same-person fits one person: it does not take --all-faces")
+        if click.get_current_context().get_parameter_source("stages").name != "DEFAULT":
+            click.echo("facefit: warning: --same-person runs the joint coarse fit only; --stages is not used", err=True)
+        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json)
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     failed = 0
@@ -214,6 +228,134 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
                        f"{100 * r.fit.error_iod:.1f} % of interocular)")
     if failed:
         sys.exit(3 if failed == len(paths) else 4)
+
+
+def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json):
+    from fitter.io import ensure_writable_dir
+    from fitter.prepared import PreparedModel
+    from fitter.video import reconstruct_photos, write_multiview
+
+    ensure_writable_dir(outdir)
+    folder = Path(outdir) / f"{Path(paths[0]).stem}_joint"
+    if folder.exists() and not folder.is_dir():
+        raise click.UsageError(f"{folder} exists and is not a folder")
+    prepared = PreparedModel.load(model_name)
+    res = reconstruct_photos(prepared, paths, focal=focal, texture_size=texture_size, name=folder.name)
+    write_multiview(res, prepared, folder)
+    for r in res.records:
+        if r.status != "kept":
+            click.echo(f"facefit: {r.source}: {r.status}" + (f" ({r.reason})" if r.reason else ""), err=True)
+    errors = [im.error_iod for im in res.joint.fit.images]
+    summary = {"output": str(folder), "photos": len(paths), "fitted": len(res.joint.kept),
+               "dropped": len(res.joint.dropped), "landmark_error_iod_median": round(float(np.median(errors)), 5)}
+    click.echo(json.dumps(summary) if as_json else
+               f"{len(res.joint.kept)} of {len(paths)} photos fitted jointly -> {folder} (median landmark error "
+               f"{100 * float(np.median(errors)):.1f} % of interocular)")
+
+
+def _batch_options(f):
+    """--workers and --scheduler, shared by the batch commands."""
+    f = click.option("--scheduler", default=None, metavar="ADDRESS",
+                     help="An existing Dask cluster: tcp://HOST:8786 or a scheduler file (default: a local "
+                          "cluster).")(f)
+    f = click.option("--workers", type=click.IntRange(min=0), default=None,
+                     help="Local worker processes (default: as many as cores, at most one per item; 0: run "
+                          "in this process).")(f)
+    return f
+
+
+def _batch_exit(summary, n_items):
+    click.echo(f"facefit: {summary.line()}", err=True)
+    for item_id, reason in summary.failed.items():
+        click.echo(f"facefit: failed: {item_id}: {reason}", err=True)
+    if summary.failed:
+        sys.exit(3 if len(summary.failed) == n_items else 4)
+
+
+@cli.command("video")
+@click.argument("videos", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: OUTDIR/<video name>/ per video.")
+@click.option("--model", "model_name", default="ict", show_default=True)
+@click.option("--stride", type=click.IntRange(min=1), default=None,
+              help="Scan every N-th frame (default: about 6 frames per second of video).")
+@click.option("--per-bin", type=click.IntRange(min=1), default=2, show_default=True,
+              help="Frames kept per yaw bin (9 bins, edges ±10/30/50/70°).")
+@click.option("--focal", type=float, default=None, callback=_as_usage_error(_check_focal),
+              help="Focal length in pixels, > 0 (default: estimated per frame).")
+@click.option("--texture-size", default=512, show_default=True, help="UV texture size in pixels.")
+@_batch_options
+@click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per video.")
+def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, workers, scheduler, as_json):
+    """Reconstruct the person of each video (file or folder of frames; one person per video): the best
+    frames per head yaw are fitted jointly. Writes OUTDIR/<name>/identity.obj (+ texture.png),
+    params.json and frames.png. Videos run through the batch engine: resumable, failures recorded."""
+    from fitter.batch import WorkItem, run_batch
+    from fitter.video.frames import VIDEO_EXTENSIONS, is_video_source
+
+    items, names = [], set()
+    for v in videos:  # a missing file is the batch's to record; a photo given here is a usage error
+        if Path(v).exists() and not is_video_source(v):
+            raise click.UsageError(f"{v} is neither a video ({', '.join(VIDEO_EXTENSIONS)}) nor a folder of frames")
+        name, k = Path(v).stem, 2
+        while name in names:
+            name, k = f"{Path(v).stem}_{k}", k + 1
+        names.add(name)
+        items.append(WorkItem(name, "fitter.video.reconstruct:video_task",
+                              {"video": str(Path(v).resolve()), "stride": stride, "per_bin": per_bin, "focal": focal,
+                               "texture_size": texture_size}))
+    summary = run_batch(items, outdir, model_name=model_name, workers=workers, scheduler=scheduler,
+                        progress=not as_json, desc="videos")
+    for it in items:
+        if it.id in summary.results:
+            r = summary.results[it.id]
+            click.echo(json.dumps(dict(r, ok=True, output=str(Path(outdir) / it.id))) if as_json else
+                       f"{it.args['video']} -> {Path(outdir) / it.id} ({r['frames_kept']} of {r['frames_scanned']} "
+                       f"scanned frames fitted, {r['frames_dropped']} dropped)")
+        elif as_json:
+            click.echo(json.dumps({"video": it.args["video"], "ok": False, "error": summary.failed.get(it.id)}))
+    _batch_exit(summary, len(items))
+
+
+@cli.command("micc")
+@click.argument("root", type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Output folder: OUTDIR/subject_XX/<Setting>/ per video, results.csv, summary.md/json, "
+                   "boxplot.png.")
+@click.option("--settings", default=",".join(("Indoor-Cooperative", "PTZ-Indoor", "PTZ-Outdoor")), show_default=True,
+              help="Comma-separated settings to run.")
+@click.option("--subjects", default=None, help="Comma-separated subjects (12 or subject_12; default: all).")
+@click.option("--gt-landmarks", "gt_dir", type=click.Path(), default=None,
+              help="Folder of 68-point .ljson per scan (DIR/subject_XX/frontal1.ljson or DIR/<scan stem>.ljson); "
+                   "default: the nose tip is found by detection.")
+@click.option("--stride", type=click.IntRange(min=1), default=None, help="Scan every N-th frame (default: ~6 per s).")
+@click.option("--per-bin", type=click.IntRange(min=1), default=2, show_default=True, help="Frames kept per yaw bin.")
+@click.option("--model", "model_name", default="ict", show_default=True)
+@_batch_options
+@click.option("--json", "as_json", is_flag=True, help="Print summary.json's per-setting figures as one JSON line.")
+def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_name, workers, scheduler, as_json):
+    """Reconstruct every MICC Florence video under ROOT (subject_XX/Video/<Setting>.mjpg) and score it
+    against the subject's frontal scans with the MICC protocol. Resumable: a rerun skips finished videos."""
+    from fitter.datasets.micc import run_micc
+
+    settings = [s.strip() for s in settings.split(",") if s.strip()]
+    subjects = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
+    summary, doc = run_micc(root, outdir, settings, subjects, gt_dir, workers, scheduler, stride, per_bin,
+                            model_name=model_name, progress=not as_json,
+                            log=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps({"per_setting": doc["per_setting"], "videos": doc["videos"]}))
+    else:
+        for s in settings:
+            st = doc["per_setting"]["symmetric_mean_mm"][s]
+            if st["n"]:
+                click.echo(f"{s}: symmetric mean {st['mean']:.3f} ± {st['std']:.3f} mm over {st['n']} videos")
+        click.echo(f"report: {Path(outdir) / 'summary.md'}")
+    click.echo(f"facefit: {summary.line()}", err=True)
+    for f in doc["failures"]:
+        click.echo(f"facefit: not scored: {f['subject']} {f['setting']}: {f['reason']}", err=True)
+    if doc["videos"]["failed"]:
+        sys.exit(3 if doc["videos"]["done"] == 0 else 4)
 
 
 @cli.command("register")

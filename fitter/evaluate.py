@@ -29,11 +29,17 @@ def crop(V, F, center, radius):
     return np.asarray(V)[old], F_sub
 
 
+ICP_SCALE_RANGE = 1.25  # the scale may move by this factor either way from its start
+
+
 def icp_similarity(src, target: MeshQuery, s=1.0, R=None, t=None, iterations=60, keep=0.9, tol=1e-6):
     """Similarity (s, R, t) aligning points `src` (K, 3) onto the surface in `target`, by ICP:
-    closest points, keep the closest `keep` fraction, Umeyama update, until the RMS change < tol."""
+    closest points, keep the closest `keep` fraction, Umeyama update, until the RMS change < tol. The
+    scale stays within ICP_SCALE_RANGE of its start: from a poor start, a free scale shrinks the points
+    onto a patch of the target (a small distance, a wrong alignment)."""
     R = np.eye(3) if R is None else R
     t = np.zeros(3) if t is None else t
+    s_lo, s_hi = s / ICP_SCALE_RANGE, s * ICP_SCALE_RANGE
     prev = np.inf
     for it in range(iterations):
         X = s * src @ R.T + t
@@ -41,6 +47,10 @@ def icp_similarity(src, target: MeshQuery, s=1.0, R=None, t=None, iterations=60,
         d = cp.distances
         sel = d <= np.quantile(d, keep)
         s, R, t = similarity_transform(src[sel], cp.points[sel])
+        if not s_lo <= s <= s_hi:  # the best rotation and translation at the bounded scale
+            s = float(np.clip(s, s_lo, s_hi))
+            c_src, c_dst = src[sel].mean(0), cp.points[sel].mean(0)
+            t = c_dst - s * R @ c_src
         rms = float(np.sqrt(np.mean(d[sel] ** 2)))
         if abs(prev - rms) < tol * max(rms, 1e-9):
             break
@@ -86,7 +96,7 @@ def micc_error(recon_V, recon_F, gt_V, gt_F, gt_nose, recon_nose, recon_points=N
     return out
 
 
-def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symmetric=False):
+def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symmetric=False, keep_transform=False):
     """MICC-protocol error of a reconstruction against a ground-truth scan.
 
     prepared: the PreparedModel whose topology recon_V (N, 3, mm) has (its 68 landmark vertices give the
@@ -94,7 +104,8 @@ def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symm
     mm; gt_landmarks: None (found by rendering the scan and detecting its landmarks), a (1, 3) nose tip,
     or (5, 3) right eye, left eye, nose tip, right and left mouth corner, in mm.
     Returns a dict: mean_mm, rmse_mm, median_mm, gt_points, scale (of the alignment: far from 1 when the
-    two are not in the same units) and, with symmetric, symmetric_mean_mm."""
+    two are not in the same units), with symmetric symmetric_mean_mm, with keep_transform "transform"
+    (scale, R, t: reconstruction -> scan) and "nose_tip" (the scan's, mm)."""
     model = prepared.model
     recon_V = np.asarray(recon_V, float)
     if recon_V.shape != (model.n_vertices, 3):
@@ -115,5 +126,8 @@ def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symm
     res = micc_error(recon_V, model.faces, scan.V, scan.F, nose, R68[30],
                      lmk.five_points(R68) if gt_pts is not None else None, gt_pts, crop_mm=crop_mm,
                      symmetric=symmetric, recon_mask=model.region_mask("outer_skin"))
-    res.pop("transform")
+    if keep_transform:
+        res["nose_tip"] = np.asarray(nose, float).tolist()
+    else:
+        res.pop("transform")
     return res

@@ -63,7 +63,7 @@ def opengl_projection(K, width, height, near, far):
 
 
 class Renderer:
-    """One EGL context and shader program, reused for every render in the process."""
+    """One EGL context and shader program, reused for every render of the thread that made it."""
 
     def __init__(self):
         try:
@@ -158,17 +158,16 @@ class Renderer:
         return RenderResult(geom[..., 3], tri, geom[..., :3], nrm, col)
 
 
-_renderer = None
-_renderer_lock = threading.Lock()
+_renderers = threading.local()
 
 
 def get_renderer() -> Renderer:
-    """The process-wide renderer (created on first use)."""
-    global _renderer
-    with _renderer_lock:
-        if _renderer is None:
-            _renderer = Renderer()
-        return _renderer
+    """This thread's renderer, created on first use: an EGL context is current in the thread that made
+    it, so each thread that renders (a Dask task's thread, a worker pool's) gets its own."""
+    r = getattr(_renderers, "renderer", None)
+    if r is None:
+        r = _renderers.renderer = Renderer()
+    return r
 
 
 def render(V, F, camera, **kwargs) -> RenderResult:

@@ -1,4 +1,4 @@
-"""Texture and illumination from one photo (S1 Eq. 4-5; S2 Eq. 4-5 / S3 spherical harmonics).
+"""Texture and illumination from one photo, and a texture merged from several (S1 Eq. 4-5; S2 Eq. 4-5 / S3 spherical harmonics).
 
 Colour model at a visible vertex v with unit normal n_v (camera frame):
     SH:    I_v = a_v ⊙ (Y(n_v) L)                       Y: 9 real SH basis values, L: (9, 3)
@@ -289,6 +289,57 @@ def uv_texture(prepared, V, camera: Camera, image, depth, tex: TextureFit, size=
     out[covered] = alpha * photo + (1 - alpha) * fill
     out8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
     # pad the charts by a few texels so bilinear lookups at chart borders do not fetch black
+    mask8 = covered.astype(np.uint8)
+    ring = cv2.dilate(mask8, np.ones((9, 9), np.uint8)) & (1 - mask8)
+    return cv2.inpaint(out8, ring, 3, cv2.INPAINT_TELEA) if ring.any() else out8
+
+
+def merged_uv_texture(prepared, views, size=1024, feather_px=12, min_facing=0.2):
+    """(size, size, 3) uint8 texture in the model's UV layout merged from several photos of one person.
+
+    views: (V (N, 3) mm, camera, image (H, W, 3) uint8, depth (H, W) mm render of V, 0 = none) per photo.
+    Each face-area texel takes the mean of its colour in the photos that see it, weighted by how squarely
+    its surface faces each camera (cos² of the angle between normal and view ray, from `min_facing` up);
+    texels no photo sees (and the rest of the head) get the mean colour of the seen skin, blended in over
+    `feather_px` texels."""
+    import cv2
+
+    model = prepared.model
+    covered, tri, bary = prepared.uv_rasterisation(size)
+    in_face = np.zeros(model.n_vertices, bool)
+    in_face[prepared.face_area.domain] = True
+    face_texels = in_face[model.faces[tri]].all(axis=1)
+    f, b = model.faces[tri[face_texels]], bary[face_texels]
+    acc = np.zeros((len(f), 3))
+    wsum = np.zeros(len(f))
+    for V, camera, image, depth in views:
+        img = np.asarray(image, np.float32) / 255.0
+        Vc = camera.to_camera(V)
+        n = vertex_normals(V, model.faces) @ camera.R.T
+        facing_v = -(n * Vc).sum(1) / np.maximum(np.linalg.norm(Vc, axis=1), 1e-12)
+        A = np.column_stack([Vc, facing_v])  # per vertex: camera-frame point and facing cosine
+        T = b[:, 0:1] * A[f[:, 0]] + b[:, 1:2] * A[f[:, 1]] + b[:, 2:3] * A[f[:, 2]]
+        z = np.maximum(T[:, 2], 1e-9)
+        uv = np.column_stack([T[:, 0] / z, T[:, 1] / z, np.ones(len(z))]) @ camera.K[:2].T
+        H, W = img.shape[:2]
+        seen = ((uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1) &
+                (T[:, 3] > min_facing) & (T[:, 2] > 0))
+        seen[seen] &= depth_visible(uv[seen], z[seen], depth, np.maximum(1.0, 0.004 * z[seen]), window=0)
+        w = T[seen, 3] ** 2
+        acc[seen] += w[:, None] * sample_image(img, uv[seen])[:, :3]
+        wsum[seen] += w
+    seen = wsum > 0
+    photo = acc / np.maximum(wsum, 1e-12)[:, None]
+    fill = photo[seen].mean(0) if seen.any() else np.full(3, 0.5)
+    idx = np.flatnonzero(covered.ravel())[face_texels]  # the face texels' positions in the texture
+    seen_img = np.zeros(size * size, np.uint8)
+    seen_img[idx[seen]] = 1
+    dist = cv2.distanceTransform(seen_img.reshape(size, size), cv2.DIST_L2, 3).ravel()
+    alpha = np.clip(dist[idx] / feather_px, 0, 1)[:, None]
+    out = np.zeros((size * size, 3), np.float32)
+    out[covered.ravel()] = fill
+    out[idx] = alpha * photo + (1 - alpha) * fill
+    out8 = (np.clip(out.reshape(size, size, 3), 0, 1) * 255 + 0.5).astype(np.uint8)
     mask8 = covered.astype(np.uint8)
     ring = cv2.dilate(mask8, np.ones((9, 9), np.uint8)) & (1 - mask8)
     return cv2.inpaint(out8, ring, 3, cv2.INPAINT_TELEA) if ring.any() else out8

@@ -81,3 +81,20 @@ def icosphere(subdivisions, radius=1.0, center=(0, 0, 0)):
         V, F, _ = subdivide_midpoint(V, F)
     V = V / np.linalg.norm(V, axis=1, keepdims=True) * radius + np.asarray(center, float)
     return V, F.astype(np.int32)
+
+
+MINI_MICC_SECONDS, MINI_MICC_FPS = 2.0, 25.0
+
+
+@pytest.fixture(scope="session")
+def mini_micc(ict_prepared, tmp_path_factory):
+    """A MICC-layout mini dataset (fitter.bench.micc_mini): Fran's textured scan and a synthetic ICT
+    identity filmed as 2-second turning-head MJPEG videos in the three settings, a subject without scans
+    and one with a corrupt video. Returns (root, truth)."""
+    from fitter.bench.micc_mini import build_mini_micc
+
+    need(SHARED / "data" / "scan-fran" / "fran_cut.vtk", "Fran's scan")
+    root = tmp_path_factory.mktemp("mini_micc")
+    truth = build_mini_micc(root, ict_prepared, SHARED / "data", seconds=MINI_MICC_SECONDS, fps=MINI_MICC_FPS,
+                            scans=("scan-fran",), log=lambda *a: None)
+    return root, truth

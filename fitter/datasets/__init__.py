@@ -1,0 +1,1 @@
+"""Dataset readers and their evaluation protocols (MICC Florence: fitter.datasets.micc)."""

@@ -1,0 +1,258 @@
+"""Multi-view reconstruction of one person: a video (frames scanned, followed, scored, selected) or a
+few photos, fitted jointly (fitter.video.joint), with a texture merged from the kept views.
+
+`reconstruct_video` and `reconstruct_photos` return a MultiViewResult; `write_multiview` writes
+OUT/<name>/: identity.obj (+ identity.mtl, texture.png; neutral expression, model frame, mm),
+params.json (identity, per view K/R/t/expression/landmark error, every scanned frame's fate, times) and
+frames.png (a contact sheet of the fitted views with their overlays), each file atomically.
+"""
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import landmarks as lmk
+from ..camera import crop_image, square_box, yaw_of_rotation
+from ..draw import draw_points, draw_text
+from ..errors import InputError, NoFaceError
+from ..io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
+from ..mesh import write_obj
+from ..overlay import face_overlay
+from ..render import get_renderer
+from ..texture import merged_uv_texture
+from .frames import read_frames
+from .joint import JointFit, fit_views
+from .selection import FrameRecord, estimate_yaw, face_sharpness, follow, release_images, select_frames
+
+SHEET_TILE_PX = 256
+SHEET_COLUMNS = 6
+
+
+@dataclass
+class MultiViewResult:
+    name: str                  # the output folder's name
+    source: str                # the video, frame folder or first photo
+    kind: str                  # "video" or "photos"
+    records: list              # FrameRecord per scanned frame / photo, with its status
+    views: list                # the FrameRecords given to the joint fit (kept and dropped), images held
+    joint: JointFit
+    identity: np.ndarray       # (P,) identity coefficients
+    neutral: np.ndarray        # (N, 3) the identity at neutral expression, model frame, mm
+    texture: np.ndarray = None  # (T, T, 3) uint8, merged from the kept views
+    sheet: np.ndarray = None   # the contact sheet
+    times: dict = field(default_factory=dict)
+
+    @property
+    def kept_views(self):
+        return [self.views[i] for i in self.joint.kept]
+
+
+def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, texture_size=512, name=None):
+    """Reconstruct the person of a video file or frame folder. stride: scan every stride-th frame (None:
+    about 6 per second); per_bin: frames kept per yaw bin; focal: px (None: estimated per frame).
+    Raises InputError (unreadable source) or NoFaceError (no usable frame)."""
+    times = {"decode_s": 0.0, "detect_s": 0.0}
+    records, prev_box = [], None
+    frames = read_frames(source, stride)
+    while True:
+        t0 = time.perf_counter()
+        frame = next(frames, None)
+        times["decode_s"] += time.perf_counter() - t0
+        if frame is None:
+            break
+        t0 = time.perf_counter()
+        r = FrameRecord(frame.index, frame.time_s)
+        records.append(r)
+        try:
+            faces = lmk.detect_landmarks(frame.image, all_faces=True, max_faces=4)
+        except NoFaceError:
+            faces = []
+        face = follow(faces, prev_box)
+        if not faces:
+            r.status = "no face"
+        elif face is None:
+            r.status, r.reason = "other person", "every face is far from the face followed so far"
+        else:
+            prev_box = face.box
+            _score(prepared, r, face, frame.image, focal)
+            if len(records) % 8 == 0:
+                release_images(records)
+        times["detect_s"] += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    release_images(records)
+    views = select_frames(records, per_bin=per_bin)
+    times["select_s"] = time.perf_counter() - t0
+    if not views:
+        raise NoFaceError(f"{source}: no usable frame of a face ({_tally(records)})")
+    name = name or Path(source).stem
+    return _fit_and_finish(prepared, name, str(source), "video", records, views, focal, texture_size, times)
+
+
+def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None):
+    """Reconstruct one person from several photos (the largest face of each), fitted jointly; every photo
+    with a face is a view. Raises InputError / NoFaceError."""
+    from ..pipeline import WorkingImage
+
+    if not paths:
+        raise InputError("give at least one photo")
+    times = {"decode_s": 0.0, "detect_s": 0.0, "select_s": 0.0}
+    records = []
+    for k, path in enumerate(paths):
+        t0 = time.perf_counter()
+        img = WorkingImage.of(read_image(path)).image  # large photos: their 4-megapixel copy
+        times["decode_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        r = FrameRecord(k, 0.0, source=str(Path(path).resolve()))
+        records.append(r)
+        try:
+            _score(prepared, r, lmk.detect_landmarks(img)[0], img, focal)
+            r.status = "kept"
+        except NoFaceError:
+            r.status = "no face"
+        times["detect_s"] += time.perf_counter() - t0
+    views = [r for r in records if r.status == "kept"]
+    if not views:
+        raise NoFaceError(f"no face found in any of the {len(paths)} photos")
+    name = name or f"{Path(paths[0]).stem}_joint"
+    return _fit_and_finish(prepared, name, str(paths[0]), "photos", records, views, focal, texture_size, times)
+
+
+def _score(prepared, r: FrameRecord, face, image, focal):
+    r.status, r.face, r.image = "candidate", face, image
+    r.sharpness = face_sharpness(image, face)
+    r.face_px = face.interocular()
+    r.yaw_deg = estimate_yaw(prepared, face.points, face.image_size, focal)
+
+
+def _tally(records):
+    counts = {}
+    for r in records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return f"{len(records)} frames scanned: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+
+
+def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture_size, times):
+    joint = fit_views(prepared, [v.face.points for v in views], [v.face.image_size for v in views], focal=focal)
+    times["joint_fit_s"] = joint.seconds
+    for j, reason in joint.dropped.items():
+        views[j].status, views[j].reason = "dropped", reason
+    model = prepared.model
+    res = MultiViewResult(name, source, kind, records, views, joint, joint.fit.identity,
+                          model.shape(joint.fit.identity, np.zeros(model.n_expression)), times=times)
+    t0 = time.perf_counter()
+    _texture_and_sheet(prepared, res, texture_size)
+    times["outputs_s"] = time.perf_counter() - t0
+    return res
+
+
+def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
+    """The merged texture (kept views) and the contact sheet (every fitted view, dropped ones marked)."""
+    model, F = prepared.model, prepared.render_faces
+    tex_views, tiles = [], []
+    fits = dict(zip(res.joint.kept, res.joint.fit.images))
+    for j, v in enumerate(res.views):
+        if j in fits:
+            im = fits[j]
+            V = model.shape(res.identity, im.expression)
+            if model.uv is not None:
+                tex_views.append((V, im.camera, v.image, get_renderer().render(V, F, im.camera).depth))
+            tiles.append(_tile(prepared, v, V, im))
+        else:
+            tiles.append(_tile(prepared, v, None, None))
+    if tex_views:
+        res.texture = merged_uv_texture(prepared, tex_views, size=texture_size)
+    res.sheet = contact_sheet(tiles)
+
+
+def _tile(prepared, v: FrameRecord, V, im):
+    """One view's tile: the face crop with the fitted face and landmarks (fitted views) or the detected
+    landmarks in red (dropped views), captioned."""
+    img = v.image
+    radius = float(np.clip(v.face_px / 90.0, 0.8, 3.0))
+    if im is not None:
+        img = face_overlay(img, prepared, V, im.camera)
+        img = draw_points(img, im.landmarks_2d, (60, 140, 255), radius=radius)
+        img = draw_points(img, im.fitted_2d, (40, 230, 40), radius=radius)
+        lines = [f"#{v.index}  yaw {yaw_of_rotation(im.camera.R):+.0f}", f"err {100 * im.error_iod:.1f}% IOD"]
+    else:
+        img = draw_points(img, v.face.points, (230, 40, 40), radius=radius)
+        lines = [f"#{v.index}  DROPPED", "residual outlier"]
+    crop, _ = crop_image(img, square_box(v.face.points, 0.3, whole_pixels=True), SHEET_TILE_PX)
+    return draw_text(crop, lines, scale=0.45)
+
+
+def contact_sheet(tiles, columns=SHEET_COLUMNS, gap=4):
+    """Tiles (s, s, 3) uint8 in rows of `columns` on a dark background."""
+    s = tiles[0].shape[0]
+    cols = min(columns, len(tiles))
+    rows = -(-len(tiles) // cols)
+    sheet = np.full((rows * (s + gap) + gap, cols * (s + gap) + gap, 3), 24, np.uint8)
+    for k, t in enumerate(tiles):
+        y, x = gap + (k // cols) * (s + gap), gap + (k % cols) * (s + gap)
+        sheet[y:y + s, x:x + s] = t
+    return sheet
+
+
+def params_dict(res: MultiViewResult, prepared):
+    """What params.json holds (see the module docstring)."""
+    model = prepared.model
+    fits = dict(zip(res.joint.kept, res.joint.fit.images))
+    views = []
+    for j, v in enumerate(res.views):
+        d = v.to_dict()
+        if j in fits:
+            im = fits[j]
+            d.update({"K": im.camera.K.round(6).tolist(), "R": im.camera.R.round(9).tolist(),
+                      "t_mm": im.camera.t.round(6).tolist(), "image_size": [im.camera.width, im.camera.height],
+                      "fitted_yaw_deg": round(yaw_of_rotation(im.camera.R), 3),
+                      "expression": dict(zip(model.expression_names, im.expression.round(6).tolist())),
+                      "landmark_error_px": round(im.error_px, 4), "landmark_error_iod": round(im.error_iod, 6)})
+        views.append(d)
+    counts = {}
+    for r in res.records:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    return {
+        "source": str(Path(res.source).resolve()), "kind": res.kind,
+        "model": {"name": model.name, "sha256": model.metadata.get("model_sha256")},
+        "mesh": "identity.obj: the identity at neutral expression, in the model's frame, mm",
+        "identity": res.identity.round(6).tolist(),
+        "frames": {"scanned": len(res.records), "fitted": len(res.joint.kept), "dropped": len(res.joint.dropped),
+                   "by_status": counts},
+        "views": views,
+        "scanned": [r.to_dict() for r in res.records],
+        "joint_fit": {"rounds": res.joint.rounds, "history": res.joint.history,
+                      "iterations": res.joint.fit.iterations},
+        "camera_convention": "OpenCV pinhole: x right, y down, z forward; K in the frame's pixels; R, t map the "
+                             "model frame (mm) to the camera",
+        "times_s": {k: round(v, 4) for k, v in res.times.items()},
+    }
+
+
+def write_multiview(res: MultiViewResult, prepared, folder):
+    """Write the outputs into `folder` (OUT/<name>/ for the command; see the module docstring); returns it."""
+    d = Path(folder)
+    if d.exists() and not d.is_dir():
+        raise InputError(f"{d} exists and is not a folder: the outputs go there; move it or use another -o")
+    model = prepared.model
+    if res.texture is not None:
+        write_image_atomic(d / "texture.png", res.texture)
+        write_text_atomic(d / "identity.mtl", "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd texture.png\n")
+        write_obj(d / "identity.obj", res.neutral, model.faces, model.uv, model.uv_faces, mtl_name="identity.mtl",
+                  material="face")
+    else:
+        write_obj(d / "identity.obj", res.neutral, model.faces)
+    write_image_atomic(d / "frames.png", res.sheet)
+    write_json_atomic(d / "params.json", params_dict(res, prepared))
+    return d
+
+
+def video_task(prepared, args, folder):
+    """Batch task (fitter.batch): reconstruct args["video"] into `folder`; returns a summary row."""
+    res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
+                            focal=args.get("focal"), texture_size=args.get("texture_size", 512))
+    write_multiview(res, prepared, folder)
+    return {"video": args["video"], "frames_scanned": len(res.records), "frames_kept": len(res.joint.kept),
+            "frames_dropped": len(res.joint.dropped),
+            "landmark_error_iod": round(float(np.median([im.error_iod for im in res.joint.fit.images])), 5),
+            "times_s": {k: round(v, 3) for k, v in res.times.items()}}

@@ -115,3 +115,23 @@ def bench_fine(name, faces, scan_dir, as_json):
     if scan_dir:
         res["scans"] = B.fine_scans(name, scan_dir, log=_progress)
     _emit(res, as_json)
+
+
+@bench.command("video")
+@_model_option
+@_scans_option("filmed as the mini MICC dataset's subjects")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Where the mini MICC dataset is, or is built (default: a temporary folder).")
+@click.option("--seconds", default=10.0, show_default=True, help="Video length.")
+@click.option("--part", type=click.Choice(["all", "accuracy", "batch"]), default="all", show_default=True,
+              help="accuracy: accuracy and time per video; batch: the 1/2-worker and dask-process batch timings.")
+@_json_option
+def bench_video(name, scan_dir, root, seconds, part, as_json):
+    """Video reconstruction on the mini MICC dataset: accuracy vs single frames and the mean face, time per
+    video by step, batch throughput with 1 and 2 workers and through dask scheduler/worker processes."""
+    from fitter.bench.video import video
+
+    if scan_dir is None and root is None:
+        raise click.UsageError("give --scans ../shared/data (to build the dataset) or --root of a built one")
+    _emit(video(name, scan_dir, root, seconds, accuracy=part != "batch", batch=part != "accuracy", log=_progress),
+          as_json)

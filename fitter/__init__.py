@@ -8,6 +8,8 @@ The Python API (see the README's "Python" section and examples/api_*.py):
     reg = fitter.register_rgbd(model, color, depth, K) # Registration: .vertices, .s_morph, .report
     reg, camera = fitter.register_scan(model, fitter.read_scan("scan.obj"))
     fitter.evaluate_mesh(model, reg.vertices, scan)    # MICC-protocol error, mm
+    res = fitter.reconstruct_video(model, "video.mjpg")  # MultiViewResult: .neutral (N, 3) mm, .joint, .records
+    fitter.write_multiview(res, model, "out/video")      # identity.obj, texture.png, params.json, frames.png
 
 The entry points are imported on first use, so `import fitter` stays light.
 """
@@ -25,6 +27,9 @@ _API = {  # name -> module that defines it
     "read_scan": "scan", "Scan": "scan",
     "read_image": "io",
     "evaluate_mesh": "evaluate",
+    "reconstruct_video": "video", "reconstruct_photos": "video", "write_multiview": "video",
+    "MultiViewResult": "video",
+    "run_batch": "batch", "WorkItem": "batch",
 }
 
 __all__ = ["FacefitError", "InputError", "ModelInstallError", "ModelNotInstalledError", "NoFaceError",

@@ -37,6 +37,10 @@ from .io import ensure_writable_dir, write_json_atomic
 
 DONE_MARKER = "DONE.json"
 PARTIAL = ".partial"
+# A worker is one core: its libraries' own thread pools are limited to one thread (BLAS/OpenMP, Mesa's
+# llvmpipe rasteriser; OpenCV by cv2.setNumThreads in the worker), so N workers use N cores.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                     "LP_NUM_THREADS": "1"}
 
 
 @dataclass
@@ -138,6 +142,9 @@ def _dask_run_item(item_dict, outdir, model_name):
     worker = get_worker()
     held = getattr(worker, "facefit_prepared", None)
     if held is None or held[0] != model_name:
+        import cv2
+
+        cv2.setNumThreads(1)  # the worker's one core (SINGLE_THREAD_ENV does the same for the other pools)
         held = worker.facefit_prepared = (model_name, _load_prepared(model_name))
     return run_item(WorkItem(**item_dict), outdir, held[1])
 
@@ -258,7 +265,7 @@ def _run_on_dask(todo, outdir, model_name, workers, scheduler, record, tick):
             if scheduler is None:
                 n = local_workers(workers, len(todo))
                 cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       silence_logs=logging.ERROR)
+                                       silence_logs=logging.ERROR, env=dict(SINGLE_THREAD_ENV))
                 client = Client(cluster)
             else:
                 kw = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}

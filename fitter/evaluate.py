@@ -29,17 +29,19 @@ def crop(V, F, center, radius):
     return np.asarray(V)[old], F_sub
 
 
-ICP_SCALE_RANGE = 1.25  # the scale may move by this factor either way from its start
+ICP_SCALE_RANGE = 1.25  # from a landmark start, the scale may move by this factor either way
 
 
-def icp_similarity(src, target: MeshQuery, s=1.0, R=None, t=None, iterations=60, keep=0.9, tol=1e-6):
+def icp_similarity(src, target: MeshQuery, s=1.0, R=None, t=None, iterations=60, keep=0.9, tol=1e-6,
+                   scale_range=None):
     """Similarity (s, R, t) aligning points `src` (K, 3) onto the surface in `target`, by ICP:
-    closest points, keep the closest `keep` fraction, Umeyama update, until the RMS change < tol. The
-    scale stays within ICP_SCALE_RANGE of its start: from a poor start, a free scale shrinks the points
-    onto a patch of the target (a small distance, a wrong alignment)."""
+    closest points, keep the closest `keep` fraction, Umeyama update, until the RMS change < tol.
+    scale_range: the scale stays within this factor of its start (for a start that knows the scale, from
+    landmarks: from a poor start a free scale shrinks the points onto a patch of the target, a small
+    distance and a wrong alignment); None: free."""
     R = np.eye(3) if R is None else R
     t = np.zeros(3) if t is None else t
-    s_lo, s_hi = s / ICP_SCALE_RANGE, s * ICP_SCALE_RANGE
+    s_lo, s_hi = (s / scale_range, s * scale_range) if scale_range else (0.0, np.inf)
     prev = np.inf
     for it in range(iterations):
         X = s * src @ R.T + t
@@ -74,14 +76,16 @@ def micc_error(recon_V, recon_F, gt_V, gt_F, gt_nose, recon_nose, recon_points=N
         Vr = recon_V[old]
     else:
         Vr, Fr = recon_V, np.asarray(recon_F)
+    scale_range = None
     if recon_points is not None and gt_points is not None and len(recon_points) >= 3:
         s, R, t = similarity_transform(recon_points, gt_points)
+        scale_range = ICP_SCALE_RANGE  # the landmarks gave the scale
     else:
         s, R, t = 1.0, np.eye(3), np.asarray(gt_nose, float) - np.asarray(recon_nose, float)
     gt_query = MeshQuery(Vg, Fg)
     # ICP on the reconstruction's vertices near its nose (the same crop, in the current alignment)
     near = np.linalg.norm((s * Vr @ R.T + t) - gt_nose, axis=1) <= crop_mm * 1.1
-    s, R, t, iters = icp_similarity(Vr[near], gt_query, s, R, t)
+    s, R, t, iters = icp_similarity(Vr[near], gt_query, s, R, t, scale_range=scale_range)
     Va = s * Vr @ R.T + t
     recon_query = MeshQuery(Va, Fr)
     d = recon_query.closest(Vg).distances

@@ -287,8 +287,15 @@ def uv_texture(prepared, V, camera: Camera, image, depth, tex: TextureFit, size=
     alpha = np.clip(dist[covered] / feather_px, 0, 1)[:, None]
     out = np.zeros((size, size, 3), np.float32)
     out[covered] = alpha * photo + (1 - alpha) * fill
-    out8 = (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
-    # pad the charts by a few texels so bilinear lookups at chart borders do not fetch black
+    return _padded_texture(out, covered)
+
+
+def _padded_texture(texture, covered):
+    """(T, T, 3) float [0, 1] -> uint8, the UV charts padded by a few texels (inpainted) so that bilinear
+    lookups at chart borders do not fetch black."""
+    import cv2
+
+    out8 = (np.clip(texture, 0, 1) * 255 + 0.5).astype(np.uint8)
     mask8 = covered.astype(np.uint8)
     ring = cv2.dilate(mask8, np.ones((9, 9), np.uint8)) & (1 - mask8)
     return cv2.inpaint(out8, ring, 3, cv2.INPAINT_TELEA) if ring.any() else out8
@@ -297,8 +304,8 @@ def uv_texture(prepared, V, camera: Camera, image, depth, tex: TextureFit, size=
 def merged_uv_texture(prepared, views, size=1024, feather_px=12, min_facing=0.2):
     """(size, size, 3) uint8 texture in the model's UV layout merged from several photos of one person.
 
-    views: (V (N, 3) mm, camera, image (H, W, 3) uint8, depth (H, W) mm render of V, 0 = none) per photo.
-    Each face-area texel takes the mean of its colour in the photos that see it, weighted by how squarely
+    views: (V (N, 3) mm, camera, image (H, W, 3) uint8, depth (H, W) mm render of V (0 = none), mask (H, W)
+    bool of the pixels that show the face, or None) per photo. Each face-area texel takes the mean of its colour in the photos that see it, weighted by how squarely
     its surface faces each camera (cos² of the angle between normal and view ray, from `min_facing` up);
     texels no photo sees (and the rest of the head) get the mean colour of the seen skin, blended in over
     `feather_px` texels."""
@@ -312,7 +319,7 @@ def merged_uv_texture(prepared, views, size=1024, feather_px=12, min_facing=0.2)
     f, b = model.faces[tri[face_texels]], bary[face_texels]
     acc = np.zeros((len(f), 3))
     wsum = np.zeros(len(f))
-    for V, camera, image, depth in views:
+    for V, camera, image, depth, mask in views:
         img = np.asarray(image, np.float32) / 255.0
         Vc = camera.to_camera(V)
         n = vertex_normals(V, model.faces) @ camera.R.T
@@ -325,6 +332,9 @@ def merged_uv_texture(prepared, views, size=1024, feather_px=12, min_facing=0.2)
         seen = ((uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1) &
                 (T[:, 3] > min_facing) & (T[:, 2] > 0))
         seen[seen] &= depth_visible(uv[seen], z[seen], depth, np.maximum(1.0, 0.004 * z[seen]), window=0)
+        if mask is not None:
+            px = np.rint(uv[seen]).astype(int)
+            seen[seen] &= mask[px[:, 1], px[:, 0]]
         w = T[seen, 3] ** 2
         acc[seen] += w[:, None] * sample_image(img, uv[seen])[:, :3]
         wsum[seen] += w
@@ -339,7 +349,4 @@ def merged_uv_texture(prepared, views, size=1024, feather_px=12, min_facing=0.2)
     out = np.zeros((size * size, 3), np.float32)
     out[covered.ravel()] = fill
     out[idx] = alpha * photo + (1 - alpha) * fill
-    out8 = (np.clip(out.reshape(size, size, 3), 0, 1) * 255 + 0.5).astype(np.uint8)
-    mask8 = covered.astype(np.uint8)
-    ring = cv2.dilate(mask8, np.ones((9, 9), np.uint8)) & (1 - mask8)
-    return cv2.inpaint(out8, ring, 3, cv2.INPAINT_TELEA) if ring.any() else out8
+    return _padded_texture(out.reshape(size, size, 3), covered)

@@ -51,7 +51,18 @@ def test_examples_register_scan_and_evaluate(ict_model, tmp_path):
     assert recon < 0.6 * mean  # the registration is far closer to the scan than the mean face (1.07 / 2.31)
 
 
-@pytest.mark.parametrize("name", ["fit_photo", "register_rgbd", "register_scan", "evaluate_mesh", "PreparedModel"])
+def test_example_video(ict_model, mini_micc, tmp_path):
+    root, truth = mini_micc
+    sid = next(s for s, t in truth.items() if t["kind"] == "synthetic")
+    out = run_python([REPO / "examples" / "api_video.py", root / sid / "Video" / "Indoor-Cooperative.mjpg", "-o",
+                      tmp_path], cwd=tmp_path)
+    fitted = re.findall(r"landmark error ([\d.]+) % of interocular", out)
+    assert len(fitted) >= 4 and max(float(e) for e in fitted) < 6
+    assert (tmp_path / "Indoor-Cooperative" / "identity.obj").is_file() and "fitted ->" in out
+
+
+@pytest.mark.parametrize("name", ["fit_photo", "register_rgbd", "register_scan", "evaluate_mesh", "PreparedModel",
+                                  "reconstruct_video", "reconstruct_photos", "write_multiview", "run_batch"])
 def test_entry_points_are_exported_and_documented(name):
     import fitter
 

@@ -1,9 +1,7 @@
 """The batch engine (fitter.batch): manifest, atomic item folders, resume, failures, Dask executors."""
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -67,44 +65,19 @@ def test_dask_local_cluster_same_results_and_dead_worker_retried(tmp_path):
 
 
 def test_real_dask_scheduler_and_worker(tmp_path):
-    """A `dask scheduler` and a `dask worker` started here, on localhost; the batch reaches them by the
-    scheduler file."""
-    dask_cli = Path(sys.executable).parent / "dask"
-    if not dask_cli.exists():
-        pytest.skip(f"the dask command is not installed beside {sys.executable}")
-    sched_file = tmp_path / "scheduler.json"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]))
-    log = open(tmp_path / "dask.log", "w")
-    procs = [subprocess.Popen([str(dask_cli), "scheduler", "--scheduler-file", str(sched_file), "--port", "0",
-                               "--host", "127.0.0.1", "--no-dashboard"], stdout=log, stderr=log, env=env)]
-    try:
-        for _ in range(300):
-            if sched_file.exists() and sched_file.stat().st_size > 0:
-                break
-            time.sleep(0.1)
-        procs.append(subprocess.Popen([str(dask_cli), "worker", "--scheduler-file", str(sched_file), "--nthreads", "1",
-                                       "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"],
-                                      stdout=log, stderr=log, env=env))
-        address = json.loads(sched_file.read_text())["address"]
-        assert address.startswith("tcp://127.0.0.1:")
-        from distributed import Client
+    """A `dask scheduler` and a `dask worker` started here, on localhost (the tests folder on their path)."""
+    from fitter.bench.common import dask_processes
 
-        with Client(address, timeout="30s") as c:
-            c.wait_for_workers(1, timeout=60)
+    if not (Path(sys.executable).parent / "dask").exists():
+        pytest.skip(f"the dask command is not installed beside {sys.executable}")
+    env = {"PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    with dask_processes(1, tmp_path, env=env) as address:
+        assert address.startswith("tcp://127.0.0.1:")
         s = run_batch(_items(tmp_path, fail_flag=tmp_path / "absent"), tmp_path / "out", scheduler=address,
                       progress=False)
-        assert len(s.done) == 5 and not s.failed
-        assert {r["pid"] for r in s.results.values()} != {os.getpid()}
-        assert (tmp_path / "out" / "group" / "item2" / "out.txt").read_text() == "4"
-    finally:
-        for p in reversed(procs):
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        log.close()
+    assert len(s.done) == 5 and not s.failed and s.workers == 1
+    assert {r["pid"] for r in s.results.values()} != {os.getpid()}
+    assert (tmp_path / "out" / "group" / "item2" / "out.txt").read_text() == "4"
 
 
 def test_unreachable_scheduler_is_an_input_error(tmp_path):

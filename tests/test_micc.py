@@ -2,12 +2,10 @@
 after SIGKILL."""
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

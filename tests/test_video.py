@@ -149,9 +149,10 @@ def test_video_command_outputs(ict_prepared, mini_micc, tmp_path):
     assert np.abs(V - model.shape(np.asarray(params["identity"]), np.zeros(model.n_expression))).max() < 1e-3
     fitted = [v for v in params["views"] if v["status"] == "kept"]
     assert len(fitted) == params["frames"]["fitted"] >= 4
-    for v in fitted:
-        assert np.asarray(v["K"]).shape == (3, 3) and len(v["t_mm"]) == 3 and v["landmark_error_iod"] < 0.06
+    for v in fitted:  # a 120-pixel face turned up to 55°: a few % of the interocular distance
+        assert np.asarray(v["K"]).shape == (3, 3) and len(v["t_mm"]) == 3 and v["landmark_error_iod"] < 0.1
         assert set(v["expression"]) == set(model.expression_names)
+    assert np.median([v["landmark_error_iod"] for v in fitted]) < 0.04
     statuses = {r["status"] for r in params["scanned"]}
     assert statuses <= {"kept", "dropped", "not selected", "blurred", "too small", "no face", "other person"}
     assert params["frames"]["scanned"] == len(params["scanned"]) >= 10

@@ -1,5 +1,7 @@
 """What the benchmarks share: timing, synthetic-truth seeds and poses, error measures, the real scans
-of ../shared/data (read, oriented, scaled) and their Florence-style renders."""
+of ../shared/data (read, oriented, scaled) and their Florence-style renders, and a Dask cluster of
+separate processes on this machine."""
+import contextlib
 import time
 
 from pathlib import Path
@@ -93,3 +95,48 @@ def scan_render(scan, frame, colors, yaw, pitch, rng, image_size, focal_px, dist
     img = get_renderer().render(scan.V, scan.F, cam, vertex_colors=colors, light_dir=light,
                                 background=tuple(rng.uniform(0.1, 0.6, 3))).color_uint8()
     return cam, img
+
+
+# --- a Dask cluster of separate processes on this machine ------------------------------------------
+@contextlib.contextmanager
+def dask_processes(n_workers, folder, env=None):
+    """Start `dask scheduler` and `n_workers` `dask worker --nthreads 1` processes on localhost (the
+    commands beside this Python), wait for the workers, yield the scheduler's address; stop them after.
+    folder: where the scheduler file and the log go; env: extra environment of the processes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from distributed import Client
+
+    dask_cli = Path(sys.executable).parent / "dask"
+    if not dask_cli.exists():
+        raise FileNotFoundError(f"the dask command is not installed beside {sys.executable}")
+    folder = Path(folder)
+    sched = folder / "scheduler.json"
+    env = dict(os.environ, **(env or {}))
+    with open(folder / "dask.log", "w") as logf:
+        procs = [subprocess.Popen([str(dask_cli), "scheduler", "--scheduler-file", str(sched), "--port", "0",
+                                   "--host", "127.0.0.1", "--no-dashboard"], stdout=logf, stderr=logf, env=env)]
+        try:
+            for _ in range(600):
+                if sched.exists() and sched.stat().st_size:
+                    break
+                time.sleep(0.1)
+            for _ in range(n_workers):
+                procs.append(subprocess.Popen([str(dask_cli), "worker", "--scheduler-file", str(sched), "--nthreads",
+                                               "1", "--no-dashboard", "--host", "127.0.0.1"], stdout=logf, stderr=logf,
+                                              env=env))
+            address = json.loads(sched.read_text())["address"]
+            with Client(address, timeout="30s") as c:
+                c.wait_for_workers(n_workers, timeout=120)
+            yield address
+        finally:
+            for p in reversed(procs):
+                p.terminate()
+            for p in procs:
+                try:
+                    p.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    p.kill()

@@ -3,7 +3,8 @@ few photos, fitted jointly (fitter.video.joint), with a texture merged from the 
 
 `reconstruct_video` and `reconstruct_photos` return a MultiViewResult; `write_multiview` writes
 OUT/<name>/: identity.obj (+ identity.mtl, texture.png; neutral expression, model frame, mm),
-params.json (identity, per view K/R/t/expression/landmark error, every scanned frame's fate, times) and
+video_shape.obj (the identity at the median of the fitted views' expressions: the face as the views show
+it, what `facefit micc` scores), params.json (identity, per view K/R/t/expression/landmark error, every scanned frame's fate, times) and
 frames.png (a contact sheet of the fitted views with their overlays), each file atomically.
 """
 import time
@@ -39,6 +40,8 @@ class MultiViewResult:
     joint: JointFit
     identity: np.ndarray       # (P,) identity coefficients
     neutral: np.ndarray        # (N, 3) the identity at neutral expression, model frame, mm
+    expression: np.ndarray     # (E,) the median of the fitted views' expressions
+    shape: np.ndarray          # (N, 3) the identity at that expression, model frame, mm
     texture: np.ndarray = None  # (T, T, 3) uint8, merged from the kept views
     sheet: np.ndarray = None   # the contact sheet
     times: dict = field(default_factory=dict)
@@ -138,8 +141,10 @@ def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture
     for j, reason in joint.dropped.items():
         views[j].status, views[j].reason = "dropped", reason
     model = prepared.model
-    res = MultiViewResult(name, source, kind, records, views, joint, joint.fit.identity,
-                          model.shape(joint.fit.identity, np.zeros(model.n_expression)), times=times)
+    alpha = joint.fit.identity
+    beta = np.median([im.expression for im in joint.fit.images], axis=0)
+    res = MultiViewResult(name, source, kind, records, views, joint, alpha,
+                          model.shape(alpha, np.zeros(model.n_expression)), beta, model.shape(alpha, beta), times=times)
     t0 = time.perf_counter()
     _texture_and_sheet(prepared, res, texture_size)
     times["outputs_s"] = time.perf_counter() - t0
@@ -147,7 +152,8 @@ def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture
 
 
 def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
-    """The merged texture (kept views) and the contact sheet (every fitted view, dropped ones marked)."""
+    """The merged texture (kept views, each inside its face's landmark hull) and the contact sheet (every
+    fitted view, dropped ones marked)."""
     model, F = prepared.model, prepared.render_faces
     tex_views, tiles = [], []
     fits = dict(zip(res.joint.kept, res.joint.fit.images))
@@ -156,13 +162,25 @@ def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
             im = fits[j]
             V = model.shape(res.identity, im.expression)
             if model.uv is not None:
-                tex_views.append((V, im.camera, v.image, get_renderer().render(V, F, im.camera).depth))
+                tex_views.append((V, im.camera, v.image, get_renderer().render(V, F, im.camera).depth,
+                                  face_region_mask(v.face.points, v.image.shape[:2])))
             tiles.append(_tile(prepared, v, V, im))
         else:
             tiles.append(_tile(prepared, v, None, None))
     if tex_views:
         res.texture = merged_uv_texture(prepared, tex_views, size=texture_size)
     res.sheet = contact_sheet(tiles)
+
+
+def face_region_mask(points, shape):
+    """(H, W) bool: the convex hull of the detected landmarks (478, 2), the face from brows to chin — the
+    pixels a view's texture is taken from (not the hair or background around the face area's border)."""
+    import cv2
+
+    mask = np.zeros(shape, np.uint8)
+    hull = cv2.convexHull(np.rint(points).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 1)
+    return mask.astype(bool)
 
 
 def _tile(prepared, v: FrameRecord, V, im):
@@ -215,8 +233,10 @@ def params_dict(res: MultiViewResult, prepared):
     return {
         "source": str(Path(res.source).resolve()), "kind": res.kind,
         "model": {"name": model.name, "sha256": model.metadata.get("model_sha256")},
-        "mesh": "identity.obj: the identity at neutral expression, in the model's frame, mm",
+        "mesh": "identity.obj: the identity at neutral expression, in the model's frame, mm; video_shape.obj: "
+                "the identity at the median expression of the fitted views",
         "identity": res.identity.round(6).tolist(),
+        "median_expression": dict(zip(model.expression_names, res.expression.round(6).tolist())),
         "frames": {"scanned": len(res.records), "fitted": len(res.joint.kept), "dropped": len(res.joint.dropped),
                    "by_status": counts},
         "views": views,
@@ -242,6 +262,7 @@ def write_multiview(res: MultiViewResult, prepared, folder):
                   material="face")
     else:
         write_obj(d / "identity.obj", res.neutral, model.faces)
+    write_obj(d / "video_shape.obj", res.shape, model.faces)
     write_image_atomic(d / "frames.png", res.sheet)
     write_json_atomic(d / "params.json", params_dict(res, prepared))
     return d

@@ -37,10 +37,21 @@ from .io import ensure_writable_dir, write_json_atomic
 
 DONE_MARKER = "DONE.json"
 PARTIAL = ".partial"
-# A worker is one core: its libraries' own thread pools are limited to one thread (BLAS/OpenMP, Mesa's
-# llvmpipe rasteriser; OpenCV by cv2.setNumThreads in the worker), so N workers use N cores.
+# A worker is one core: its libraries' own thread pools are limited to one thread, so N workers use N
+# cores. BLAS/OpenMP and Mesa's llvmpipe (0: rasterise in the calling thread) by the environment, OpenCV
+# and Open3D (TBB, the closest-point queries) by `pin_to_one_core` in the worker.
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     "LP_NUM_THREADS": "1"}
+                     "LP_NUM_THREADS": "0"}
+
+
+def pin_to_one_core():
+    """Limit OpenCV's and Open3D's thread pools in this process to the calling thread."""
+    import cv2
+    import open3d as o3d
+
+    cv2.setNumThreads(1)
+    if hasattr(o3d.utility, "set_max_threads"):  # open3d >= 0.20
+        o3d.utility.set_max_threads(1)
 
 
 @dataclass
@@ -63,9 +74,9 @@ class BatchSummary:
     workers: int = 0
 
     def line(self):
+        where = "in this process" if self.workers == 0 else f"on {self.workers} worker{'' if self.workers == 1 else 's'}"
         return (f"{len(self.done)} done, {len(self.skipped)} already done, {len(self.failed)} failed "
-                f"in {self.seconds:.1f} s on {self.workers or 'this process, no'} worker"
-                f"{'' if self.workers == 1 else 's'}")
+                f"in {self.seconds:.1f} s {where}")
 
 
 def item_dir(outdir, item_id):
@@ -142,9 +153,7 @@ def _dask_run_item(item_dict, outdir, model_name):
     worker = get_worker()
     held = getattr(worker, "facefit_prepared", None)
     if held is None or held[0] != model_name:
-        import cv2
-
-        cv2.setNumThreads(1)  # the worker's one core (SINGLE_THREAD_ENV does the same for the other pools)
+        pin_to_one_core()
         held = worker.facefit_prepared = (model_name, _load_prepared(model_name))
     return run_item(WorkItem(**item_dict), outdir, held[1])
 

@@ -146,9 +146,10 @@ def work_items(layout: MiccLayout, gt_dir=None, stride=None, per_bin=2, texture_
                 failures[item_id] = (f"{subj.id} has no frontal scan (Model/frontal1/obj/*.obj or "
                                      f"Model/frontal2/obj/*.obj): nothing to score against")
                 continue
-            scans = [{"name": k, "path": str(p),
-                      "landmarks": (lambda q: str(q) if q else None)(find_gt_landmarks(gt_dir, subj.id, k, p))}
-                     for k, p in subj.scans.items()]
+            scans = []
+            for k, p in subj.scans.items():
+                gt = find_gt_landmarks(gt_dir, subj.id, k, p)
+                scans.append({"name": k, "path": str(p), "landmarks": str(gt) if gt else None})
             items.append(WorkItem(item_id, "fitter.datasets.micc:reconstruct_and_score",
                                   {"video": str(video), "subject": subj.id, "setting": setting, "scans": scans,
                                    "stride": stride, "per_bin": per_bin, "texture_size": texture_size}))

@@ -1,4 +1,5 @@
-"""Accuracy protocols: the MICC Florence protocol (S3 §6.1.2, S4 §4.3) as a reusable function.
+"""Accuracy protocols: the MICC Florence protocol (S3 §6.1.2, S4 §4.3) and the NME (S1 Eq. 10-11) as
+reusable functions.
 
 micc_error: crop the ground truth to `crop_mm` (95) around its nose tip; align the reconstruction to
 it by ICP with isotropic scale (started from corresponding landmarks when given, else from the nose
@@ -8,6 +9,9 @@ median, and optionally the symmetric version (the mean of both directions).
 
 evaluate_mesh: the protocol for a reconstruction in a face model's topology against a scan, with the
 scan's nose tip and alignment landmarks given or found by rendering it and detecting its landmarks.
+
+nme: two meshes in the model's topology, rigidly aligned over the face region; the mean vertex error over
+the outer interocular distance, and its parts along and across the viewing direction.
 """
 import numpy as np
 
@@ -135,3 +139,33 @@ def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symm
     else:
         res.pop("transform")
     return res
+
+
+def nme(prepared, pred_V, true_V, view_dir=(0.0, 0.0, 1.0), region="face"):
+    """Normalised mean error (S1 Eq. 10-11) of a reconstruction in the model's topology against the truth.
+
+    pred_V, true_V: (N, 3) mm, the model's vertices; pred_V is rigidly aligned onto true_V over the
+    `region` vertices (the face without neck and ears), then the per-vertex error e = v - v* is averaged
+    over them and divided by d, the outer interocular distance of true_V (3D, iBUG 36-45).
+    view_dir: the camera's viewing direction in pred_V's frame ((0, 0, 1) for a mesh in its camera's
+    frame, as `facefit fit` writes mesh.obj); it is rotated with the alignment, and the error is split into
+    its part along it, |e · ve|, and across it, sqrt(|e|² - (e · ve)²) (Eq. 11).
+    Returns {"nme", "nme_parallel", "nme_orthogonal"} as fractions (× 100 for the papers' %), "iod_mm",
+    "vertices"."""
+    model = prepared.model
+    pred_V, true_V = np.asarray(pred_V, float), np.asarray(true_V, float)
+    for name, V in (("reconstruction", pred_V), ("ground truth", true_V)):
+        if V.shape != (model.n_vertices, 3):
+            raise InputError(f"the {name} has {len(V)} vertices, model '{model.name}' has {model.n_vertices}: NME "
+                             f"compares two meshes in the model's topology")
+    idx = np.asarray(model.regions[region])
+    s, R, t = similarity_transform(pred_V[idx], true_V[idx], scale=False)
+    e = (pred_V[idx] @ R.T + t) - true_V[idx]
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    d = float(np.linalg.norm(true_V[ref[45]] - true_V[ref[36]]))
+    ve = R @ (np.asarray(view_dir, float) / np.linalg.norm(view_dir))
+    e3d = np.linalg.norm(e, axis=1)
+    pal = np.abs(e @ ve)
+    orh = np.sqrt(np.maximum(e3d ** 2 - pal ** 2, 0.0))
+    return {"nme": float(e3d.mean() / d), "nme_parallel": float(pal.mean() / d),
+            "nme_orthogonal": float(orh.mean() / d), "iod_mm": d, "vertices": int(len(idx))}

@@ -59,3 +59,55 @@ def test_eval_cli_on_a_transformed_copy(ict_model, tmp_path):
     assert res["mean_mm"] < 0.05 and abs(res["scale"] - 1) < 1e-3
     r = CliRunner().invoke(cli, ["eval", str(tmp_path / "lm.txt"), str(tmp_path / "gt.obj")])
     assert r.exit_code == 2 and "Traceback" not in r.output
+
+
+def test_nme_invariants_and_view_split(ict_prepared):
+    """S1 Eq. 10-11: 0 for a rigidly moved copy; a known offset along the view is all 'parallel' and is
+    normalised by the truth's outer interocular distance; the view direction turns with the alignment."""
+    from fitter.evaluate import nme
+
+    model = ict_prepared.model
+    V = model.shape(model.random_coefficients(np.random.default_rng(5), 1.0)[0])
+    R = rotation_matrix(25, -10, 5)
+    moved = V @ R.T + [3.0, -40.0, 600.0]
+    res = nme(ict_prepared, moved, V)
+    assert res["nme"] < 1e-9 and res["vertices"] == len(model.regions["face"])
+    ref = model.metadata["reference_landmarks_68"]
+    iod = np.linalg.norm(V[ref[45]] - V[ref[36]])
+    assert abs(res["iod_mm"] - iod) < 1e-9
+    # the face region pushed 1 mm along the truth's z, seen by a camera looking along the moved copy's R z
+    face = np.asarray(model.regions["face"])
+    bumped = V.copy()
+    bumped[face[::2], 2] += 1.0  # half the face vertices (the rigid alignment cannot remove it)
+    res = nme(ict_prepared, bumped @ R.T, V, view_dir=R @ [0.0, 0.0, 1.0])
+    assert 0.3 / iod < res["nme"] < 0.7 / iod
+    assert res["nme_orthogonal"] < 0.15 * res["nme_parallel"]
+    assert abs(res["nme"] - res["nme_parallel"]) < 0.15 * res["nme"]
+    res = nme(ict_prepared, bumped @ R.T, V, view_dir=R @ [1.0, 0.0, 0.0])  # seen from the side
+    assert res["nme_parallel"] < 0.15 * res["nme_orthogonal"]
+
+
+def test_eval_nme_cli(ict_model, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from fitter.cli.main import cli
+    from fitter.mesh import write_obj
+
+    m = ict_model
+    V = m.shape(m.random_coefficients(np.random.default_rng(6), 1.0)[0])
+    W = m.shape(m.random_coefficients(np.random.default_rng(7), 1.0)[0])
+    write_obj(tmp_path / "a.obj", V, m.faces)
+    write_obj(tmp_path / "b.obj", W, m.faces)
+    write_obj(tmp_path / "small.obj", V[:100], np.array([[0, 1, 2]]))
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "a.obj"), str(tmp_path / "b.obj"), "--nme", "--gt-units", "mm",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.output)
+    assert 0.005 < res["nme"] < 0.2 and res["nme_parallel"] < res["nme"] and res["nme_orthogonal"] < res["nme"]
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "a.obj"), str(tmp_path / "small.obj"), "--nme", "--gt-units",
+                                 "mm"])
+    assert r.exit_code == 2 and "topology" in r.output
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "a.obj"), str(tmp_path / "b.obj"), "--nme", "--view-dir", "0,0"])
+    assert r.exit_code == 2 and "--view-dir" in r.output

@@ -12,7 +12,7 @@ setup(
     license="MIT",
     python_requires=">=3.9,<3.13",
     packages=["fitter", "fitter.formats", "fitter.fine", "fitter.bench", "fitter.video", "fitter.datasets",
-              "fitter.cli", "fitter.registry", "fitter.shaders"],
+              "fitter.augment", "fitter.cli", "fitter.registry", "fitter.shaders"],
     package_dir={"fitter": "fitter", "fitter.cli": "cli", "fitter.registry": "models",
                  "fitter.shaders": "shaders"},
     package_data={"fitter.shaders": ["*.vert", "*.geom", "*.frag"], "fitter.registry": ["*.json"]},

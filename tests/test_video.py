@@ -11,7 +11,8 @@ from conftest import PHOTOS, need
 from fitter import landmarks as lmk
 from fitter.errors import InputError
 from fitter.video.frames import read_frames
-from fitter.video.selection import YAW_BIN_EDGES, FrameRecord, follow, select_frames, yaw_bin
+from fitter.video.selection import (TRACK_LOST_FRAMES, YAW_BIN_EDGES, FrameRecord, Tracker, follow, select_frames,
+                                    yaw_bin)
 
 
 def _jpeg_stream(path, frames):
@@ -52,6 +53,18 @@ def test_follow_keeps_the_same_person_not_the_largest():
     assert follow([big_far, small_near], (90, 170, 170, 250)) is small_near  # then follows the nearest
     assert follow([big_far], (40, 160, 120, 240)) is None          # a face far away is somebody else
     assert follow([], (0, 0, 10, 10)) is None
+
+
+def test_tracker_restarts_after_losing_the_person():
+    t = Tracker()
+    a = _face(150, 240, 120)
+    assert t.update([a, _face(500, 240, 60)]) is a                    # the largest starts the track
+    assert t.update([_face(160, 245, 120), _face(500, 240, 200)]).box[0] < 300  # the nearest, not the largest
+    moved = _face(520, 240, 120)  # the person reappears on the other side
+    for _ in range(TRACK_LOST_FRAMES - 1):
+        assert t.update([moved]) is None                             # somebody else, for now
+    assert t.update([moved]) is moved                                 # a lost track starts again
+    assert t.update([]) is None and t.box == moved.box                # no face: the track waits
 
 
 def test_selection_spreads_over_yaw_bins_and_skips_blur():

@@ -24,7 +24,7 @@ from ..render import get_renderer
 from ..texture import merged_uv_texture
 from .frames import read_frames
 from .joint import JointFit, fit_views
-from .selection import FrameRecord, estimate_yaw, face_sharpness, follow, release_images, select_frames
+from .selection import FrameRecord, Tracker, estimate_yaw, face_sharpness, release_images, select_frames
 
 SHEET_TILE_PX = 256
 SHEET_COLUMNS = 6
@@ -56,7 +56,7 @@ def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, text
     about 6 per second); per_bin: frames kept per yaw bin; focal: px (None: estimated per frame).
     Raises InputError (unreadable source) or NoFaceError (no usable frame)."""
     times = {"decode_s": 0.0, "detect_s": 0.0}
-    records, prev_box = [], None
+    records, tracker = [], Tracker()
     frames = read_frames(source, stride)
     while True:
         t0 = time.perf_counter()
@@ -71,13 +71,12 @@ def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, text
             faces = lmk.detect_landmarks(frame.image, all_faces=True, max_faces=4)
         except NoFaceError:
             faces = []
-        face = follow(faces, prev_box)
+        face = tracker.update(faces)
         if not faces:
             r.status = "no face"
         elif face is None:
             r.status, r.reason = "other person", "every face is far from the face followed so far"
         else:
-            prev_box = face.box
             _score(prepared, r, face, frame.image, focal)
             if len(records) % 8 == 0:
                 release_images(records)

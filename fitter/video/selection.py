@@ -1,8 +1,10 @@
 """Which frames of a video to fit: follow one person, score each frame, keep the best few per yaw bin.
 
-- Tracking: in each frame, the detected face nearest the previous tracked face (box centres, in units of
-  the previous box's size) is the person; the first face followed is the largest. A face farther than
-  TRACK_MAX_JUMP box sizes away is somebody else, and the frame counts as "person not found".
+- Tracking (`Tracker`): in each frame, the detected face nearest the previous tracked face (box centres,
+  in units of the previous box's size) is the person; the first face followed is the largest. A face
+  farther than TRACK_MAX_JUMP box sizes away is somebody else ("other person"). After TRACK_LOST_FRAMES
+  scanned frames in a row with faces but none near the track (the person left and came back elsewhere,
+  or a cut), the track starts again on the largest face.
 - Scores: sharpness = variance of the Laplacian of the face crop resampled to SHARPNESS_CROP_PX²
   (grey, [0, 255]); face size = outer interocular distance (px); yaw (degrees) from a PnP pose of the
   mean face's landmarks (fitter.coarse.initial_pose).
@@ -19,6 +21,7 @@ from .. import landmarks as lmk
 
 YAW_BIN_EDGES = (-70.0, -50.0, -30.0, -10.0, 10.0, 30.0, 50.0, 70.0)  # 9 bins
 TRACK_MAX_JUMP = 1.5        # box sizes: farther than this from the previous face is another person
+TRACK_LOST_FRAMES = 6       # scanned frames without the person (but with faces) before the track restarts
 SHARPNESS_CROP_PX = 128     # the face crop's side for the sharpness measure
 BLUR_RATIO = 0.5            # sharpness below this × the median of the video's faces: blurred
 MIN_FACE_PX = 12.0          # outer interocular distance below this: too small to fit
@@ -74,6 +77,25 @@ def follow(faces, previous_box):
     dist = [np.linalg.norm(box_center_and_size(f.box)[0] - c0) / s0 for f in faces]
     k = int(np.argmin(dist))
     return faces[k] if dist[k] <= TRACK_MAX_JUMP else None
+
+
+@dataclass
+class Tracker:
+    """Follows one person through the scanned frames (see the module docstring)."""
+
+    box: Optional[tuple] = None
+    lost: int = 0
+
+    def update(self, faces):
+        """The tracked face among `faces` (FaceLandmarks list), or None; updates the track."""
+        face = follow(faces, self.box)
+        if face is None and faces:
+            self.lost += 1
+            if self.lost >= TRACK_LOST_FRAMES:
+                face = follow(faces, None)
+        if face is not None:
+            self.box, self.lost = face.box, 0
+        return face
 
 
 def face_sharpness(image, face: lmk.FaceLandmarks):

@@ -182,9 +182,10 @@ def _read_status(outdir):
 
 
 def run_batch(items, outdir, model_name=None, workers=None, scheduler=None, progress=True, log=print,
-              desc="items"):
+              desc="items", connect_timeout_s=20.0):
     """Run WorkItems into `outdir` (see the module docstring). workers: 0 = this process, None = as many
-    as cores (at most one per item to run); scheduler: an existing cluster's address or scheduler file.
+    as cores (at most one per item to run); scheduler: an existing cluster's address or scheduler file,
+    given up after connect_timeout_s.
     Returns a BatchSummary. Raises InputError for an unusable output folder or cluster."""
     t0 = time.perf_counter()
     ids = [it.id for it in items]
@@ -226,11 +227,15 @@ def run_batch(items, outdir, model_name=None, workers=None, scheduler=None, prog
                     record(it, run_item(it, outdir, prepared))
                     _tick(bar, summary)
             else:
-                summary.workers = _run_on_dask(todo, outdir, model_name, workers, scheduler, record,
+                summary.workers = _run_on_dask(todo, outdir, model_name, workers, scheduler, connect_timeout_s, record,
                                                lambda: _tick(bar, summary))
         finally:
             if bar is not None:
                 bar.close()
+    try:
+        (outdir / PARTIAL).rmdir()  # empty once every item has committed or cleaned up
+    except OSError:
+        pass
     summary.seconds = time.perf_counter() - t0
     return summary
 
@@ -258,7 +263,7 @@ def local_workers(workers, n_items):
     return max(1, min(os.cpu_count() or 1, n_items))
 
 
-def _run_on_dask(todo, outdir, model_name, workers, scheduler, record, tick):
+def _run_on_dask(todo, outdir, model_name, workers, scheduler, connect_timeout_s, record, tick):
     """Submit every item to a Dask cluster and record each as it finishes; returns the worker count."""
     import logging
 
@@ -278,7 +283,7 @@ def _run_on_dask(todo, outdir, model_name, workers, scheduler, record, tick):
                 client = Client(cluster)
             else:
                 kw = {"scheduler_file": scheduler} if Path(scheduler).is_file() else {"address": scheduler}
-                client = Client(timeout="20s", **kw)
+                client = Client(timeout=f"{connect_timeout_s}s", **kw)
         except (OSError, TimeoutError, ValueError) as e:
             if cluster is not None:
                 cluster.close()

@@ -85,4 +85,4 @@ def test_unreachable_scheduler_is_an_input_error(tmp_path):
 
     with pytest.raises(InputError, match="cannot reach the Dask scheduler"):
         run_batch([WorkItem("a", "batch_tasks:square", {"x": 1})], tmp_path / "o", scheduler="tcp://127.0.0.1:9",
-                  progress=False)
+                  progress=False, connect_timeout_s=3)

@@ -194,7 +194,7 @@ def _tile(prepared, v: FrameRecord, V, im):
         lines = [f"#{v.index}  yaw {yaw_of_rotation(im.camera.R):+.0f}", f"err {100 * im.error_iod:.1f}% IOD"]
     else:
         img = draw_points(img, v.face.points, (230, 40, 40), radius=radius)
-        lines = [f"#{v.index}  DROPPED", "residual outlier"]
+        lines = [f"#{v.index}  DROPPED", "another person?" if "identity" in v.reason else "residual outlier"]
     crop, _ = crop_image(img, square_box(v.face.points, 0.3, whole_pixels=True), SHEET_TILE_PX)
     return draw_text(crop, lines, scale=0.45)
 

@@ -41,3 +41,51 @@ def test_eq8_needs_some_observed_depth():
         anchor_depths(mesh, np.zeros((32, 32)))
     with pytest.raises(InputError, match="anchors"):
         AnchorMesh.of(np.zeros((2, 2)))
+
+
+@pytest.fixture(scope="module")
+def registered_capture(ict_prepared):
+    from fitter.register import register_rgbd
+    from fitter.synthetic import synthetic_rgbd
+
+    cap = synthetic_rgbd(ict_prepared, np.random.default_rng(3), occluders=False)
+    reg = register_rgbd(ict_prepared, cap["color"], cap["depth"], cap["K"])
+    return cap, reg
+
+
+def test_image_mesh_at_zero_rotation_reproduces_the_source(ict_prepared, registered_capture):
+    from fitter.augment.image_mesh import build_image_mesh, render_pose
+
+    cap, reg = registered_capture
+    mesh = build_image_mesh(ict_prepared, reg.vertices, cap["K"], cap["depth"])
+    H, W = cap["depth"].shape
+    assert mesh.size == (W, H) and mesh.n_face_vertices == len(ict_prepared.face_area.domain)
+    img, covered, _ = render_pose(mesh, cap["color"], np.eye(3))
+    assert covered.mean() > 0.995  # the mesh covers the image
+    diff = np.abs(img.astype(float) - cap["color"].astype(float)).mean(2)[covered]
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) < 4  # /255: the source, up to resampling
+    # the background's anchors sit on the observed depth (where it exists)
+    Xa = mesh.X[mesh.n_face_vertices:]
+    px = np.rint(mesh.source_px[mesh.n_face_vertices:]).astype(int).clip(0, [W - 1, H - 1])
+    d = cap["depth"][px[:, 1], px[:, 0]]
+    ok = d > 0
+    assert np.median(np.abs(Xa[ok, 2] - d[ok])) < 2.0  # mm
+
+
+def test_image_mesh_turns_the_head(ict_prepared, registered_capture):
+    from fitter.augment.image_mesh import build_image_mesh, render_pose
+    from fitter.camera import MODEL_TO_OPENCV, rotation_matrix
+
+    cap, reg = registered_capture
+    mesh = build_image_mesh(ict_prepared, reg.vertices, cap["K"], cap["depth"])
+    R = MODEL_TO_OPENCV @ rotation_matrix(30, 0, 0) @ MODEL_TO_OPENCV  # yaw 30° in the camera frame
+    img, covered, tri = render_pose(mesh, cap["color"], R)
+    # the nose tip moves to where the turned registration projects it
+    from fitter.camera import Camera
+
+    nose = reg.vertices[ict_prepared.model.metadata["reference_landmarks_68"][30]]
+    c = mesh.face_center
+    H, W = cap["depth"].shape
+    cam = Camera(cap["K"], np.eye(3), np.zeros(3), W, H)
+    u = np.rint(cam.project(((nose - c) @ R.T + c)[None])[0]).astype(int)
+    assert covered[u[1], u[0]] and tri[u[1], u[0]] < mesh.n_face_triangles  # the face is in front there

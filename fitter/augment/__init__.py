@@ -1,2 +1,5 @@
-"""Out-of-plane pose augmentation of registered captures (S1 §3.2). So far: the background depth by
-anchors (S1 Eq. 8, fitter.augment.anchors)."""
+"""Out-of-plane pose augmentation of registered captures (S1 §3.2), under way: the whole image's depth
+from anchors (S1 Eq. 8, fitter.augment.anchors) and the mesh of the whole image — the registered face
+area plus the triangulated anchors — rendered at a new head pose with the source's colours
+(fitter.augment.image_mesh). To come: the fill of what the source never saw, samples and their labels,
+`facefit augment` and `facefit dataset build`."""

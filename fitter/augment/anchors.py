@@ -90,12 +90,18 @@ def anchor_depths(mesh: AnchorMesh, depth, smoothness=0.1, window=1):
     """The anchors' depths d (K,) of Eq. 8 for an observed depth map (H, W) mm, 0/NaN = missing.
     smoothness: λ. Raises InputError when no anchor sees any depth."""
     observed = sample_depth(depth, mesh.points, window)
-    mask = (observed > 0).astype(float)
-    if not mask.any():
+    return solve_depths(mesh, observed, (observed > 0).astype(float), smoothness)
+
+
+def solve_depths(mesh: AnchorMesh, observed, weights, smoothness=0.1):
+    """Eq. 8 with per-anchor data weights: argmin Σ w_i (d_i - observed_i)² + λ Σ_edges (d_i - d_j)²
+    (w_i = Mask, or larger for anchors that must be met, e.g. the face's border)."""
+    w = np.asarray(weights, float)
+    if not (w > 0).any():
         raise InputError("no anchor falls on observed depth: the depth map is empty where the anchors are")
-    A = lambda: sp.diags(mask) + smoothness * mesh.laplacian  # noqa: E731 - built only on a cache miss
-    key = (np.packbits(mask.astype(bool)).tobytes(), float(smoothness))
-    d, _ = mesh.factors.solve(key, A, mask * observed)
+    A = lambda: sp.diags(w) + smoothness * mesh.laplacian  # noqa: E731 - built only on a cache miss
+    key = (w.tobytes(), float(smoothness))
+    d, _ = mesh.factors.solve(key, A, w * np.nan_to_num(np.asarray(observed, float)))
     return d
 
 

@@ -89,3 +89,29 @@ def test_image_mesh_turns_the_head(ict_prepared, registered_capture):
     cam = Camera(cap["K"], np.eye(3), np.zeros(3), W, H)
     u = np.rint(cam.project(((nose - c) @ R.T + c)[None])[0]).astype(int)
     assert covered[u[1], u[0]] and tri[u[1], u[0]] < mesh.n_face_triangles  # the face is in front there
+
+
+def test_augmented_pose_invents_only_what_the_source_did_not_see(ict_prepared, registered_capture):
+    from fitter.augment.image_mesh import (augment_pose, build_image_mesh, face_appearance, render_pose,
+                                           seen_triangles)
+    from fitter.camera import MODEL_TO_OPENCV, rotation_matrix
+    from fitter.mesh import face_normals
+
+    cap, reg = registered_capture
+    mesh = build_image_mesh(ict_prepared, reg.vertices, cap["K"], cap["depth"])
+    seen = seen_triangles(mesh)
+    app = face_appearance(ict_prepared, reg.vertices, cap["K"], cap["color"])
+    img0, inv0 = augment_pose(ict_prepared, mesh, cap["color"], np.eye(3), app, seen)
+    assert inv0.mean() < 0.002  # at the source pose nothing is invented
+    assert np.abs(img0.astype(float) - cap["color"].astype(float)).mean() < 1.0
+    R = MODEL_TO_OPENCV @ rotation_matrix(40, 0, 0) @ MODEL_TO_OPENCV
+    img, invented = augment_pose(ict_prepared, mesh, cap["color"], R, app, seen)
+    _, covered, tri = render_pose(mesh, cap["color"], R)
+    assert not (invented & covered & seen[np.maximum(tri, 0)]).any()  # seen surface keeps the source's colours
+    face_inv = invented & covered & (tri >= 0) & (tri < mesh.n_face_triangles)
+    assert face_inv.sum() > 200  # turning by 40° shows face the source did not see ...
+    n = face_normals(mesh.X, mesh.F[:mesh.n_face_triangles])  # ... which faced away from the source camera
+    P = mesh.X[mesh.F[:mesh.n_face_triangles]].mean(1)
+    facing = -(n * P).sum(1) / np.linalg.norm(P, axis=1)
+    assert np.median(facing[tri[face_inv]]) < 0.2 < np.median(facing[seen[:mesh.n_face_triangles]])
+    assert img.shape == cap["color"].shape and img.dtype == np.uint8

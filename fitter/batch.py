@@ -110,8 +110,9 @@ def run_item(item: WorkItem, outdir, prepared):
     task's own errors."""
     outdir = Path(outdir)
     final = item_dir(outdir, item.id)
-    if read_done(outdir, item.id) is not None:  # a duplicate run (Dask may rerun a task): keep the first
-        return {"status": "done", "result": read_done(outdir, item.id).get("result", {})}
+    marker = read_done(outdir, item.id)
+    if marker is not None:  # a duplicate run (Dask may rerun a task): keep the first
+        return {"status": "done", "result": marker.get("result", {})}
     tmp = outdir / PARTIAL / f"{item.id.replace('/', '__')}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     t0 = time.perf_counter()
@@ -122,10 +123,11 @@ def run_item(item: WorkItem, outdir, prepared):
                   "worker": f"{socket.gethostname()}:{os.getpid()}", "peak_rss_mb": round(_peak_rss_mb(), 1)}
         write_json_atomic(tmp / DONE_MARKER, marker)
         final.parent.mkdir(parents=True, exist_ok=True)
-        if final.exists():  # an earlier attempt's folder without a done-marker cannot be there; a foreign one
-            if read_done(outdir, item.id) is not None:
+        if final.exists():  # a duplicate run finished first, or a folder that is not ours stands there
+            earlier = read_done(outdir, item.id)
+            if earlier is not None:
                 shutil.rmtree(tmp, ignore_errors=True)
-                return {"status": "done", "result": read_done(outdir, item.id).get("result", {})}
+                return {"status": "done", "result": earlier.get("result", {})}
             stale = outdir / PARTIAL / f"stale.{uuid.uuid4().hex[:8]}"
             os.rename(final, stale)
             shutil.rmtree(stale, ignore_errors=True)

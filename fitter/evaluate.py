@@ -104,13 +104,29 @@ def micc_error(recon_V, recon_F, gt_V, gt_F, gt_nose, recon_nose, recon_points=N
     return out
 
 
-def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symmetric=False, keep_transform=False):
+def scan_reference(scan, gt_landmarks=None):
+    """(nose tip (3,), the 5 alignment points (5, 3) or None) of a scan for the MICC protocol: from the
+    given landmarks (1 point: the nose tip; 5: eyes, nose tip, mouth corners; mm), else found by rendering
+    the scan and detecting its landmarks (fitter.scan.find_face_frame: 26 renders, worth keeping)."""
+    if gt_landmarks is not None:
+        P = np.asarray(gt_landmarks, float).reshape(-1, 3)
+        if len(P) not in (1, 5):
+            raise InputError(f"{len(P)} ground-truth landmarks: give 1 point (nose tip) or 5 (eyes, nose tip, "
+                             f"mouth corners)")
+        return (P[0], None) if len(P) == 1 else (P[2], P)
+    frame = find_face_frame(scan)
+    return frame.nose_tip, lmk.five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
+
+
+def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symmetric=False, keep_transform=False,
+                  reference=None):
     """MICC-protocol error of a reconstruction against a ground-truth scan.
 
     prepared: the PreparedModel whose topology recon_V (N, 3, mm) has (its 68 landmark vertices give the
     reconstruction's nose tip and alignment points; its outer skin is scored); scan: a fitter.scan.Scan in
     mm; gt_landmarks: None (found by rendering the scan and detecting its landmarks), a (1, 3) nose tip,
-    or (5, 3) right eye, left eye, nose tip, right and left mouth corner, in mm.
+    or (5, 3) right eye, left eye, nose tip, right and left mouth corner, in mm; reference: the scan's
+    `scan_reference` when the caller has it (then gt_landmarks is not used).
     Returns a dict: mean_mm, rmse_mm, median_mm, gt_points, scale (of the alignment: far from 1 when the
     two are not in the same units), with symmetric symmetric_mean_mm, with keep_transform "transform"
     (scale, R, t: reconstruction -> scan) and "nose_tip" (the scan's, mm)."""
@@ -120,16 +136,7 @@ def evaluate_mesh(prepared, recon_V, scan, gt_landmarks=None, crop_mm=95.0, symm
         raise InputError(f"the reconstruction has {len(recon_V)} vertices, model '{model.name}' has "
                          f"{model.n_vertices}: give a mesh written by facefit with that model")
     ref = np.asarray(model.metadata["reference_landmarks_68"])
-    if gt_landmarks is not None:
-        P = np.asarray(gt_landmarks, float).reshape(-1, 3)
-        if len(P) not in (1, 5):
-            raise InputError(f"{len(P)} ground-truth landmarks: give 1 point (nose tip) or 5 (eyes, nose tip, "
-                             f"mouth corners)")
-        nose, gt_pts = (P[0], None) if len(P) == 1 else (P[2], P)
-    else:
-        frame = find_face_frame(scan)
-        nose = frame.nose_tip
-        gt_pts = lmk.five_points(lmk.to_68(np.nan_to_num(frame.landmarks)))
+    nose, gt_pts = scan_reference(scan, gt_landmarks) if reference is None else reference
     R68 = recon_V[ref]
     res = micc_error(recon_V, model.faces, scan.V, scan.F, nose, R68[30],
                      lmk.five_points(R68) if gt_pts is not None else None, gt_pts, crop_mm=crop_mm,

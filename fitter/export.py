@@ -1,5 +1,5 @@
-"""Mesh files people open directly: glTF binary (.glb, with its texture) and PLY (with per-vertex UVs and
-colours), written with pygltflib and plyfile.
+"""Mesh files people open directly: a textured OBJ (`write_textured_obj`: .obj + .mtl + texture.png), glTF
+binary (.glb, with its texture) and PLY (with per-vertex UVs and colours), written with pygltflib and plyfile.
 
 Both need one UV per vertex, so the mesh is first split along its UV seams (`split_uv_seams`: one output
 vertex per distinct (vertex, UV) pair of the triangle corners; normals are the unsplit mesh's, so the
@@ -10,10 +10,24 @@ import io
 
 import numpy as np
 
-from .io import write_bytes_atomic
-from .mesh import vertex_normals
+from .io import write_bytes_atomic, write_image_atomic, write_text_atomic
+from .mesh import vertex_normals, write_obj
 
 CAMERA_TO_GLTF = np.diag([1.0, -1.0, -1.0])
+
+
+OBJ_MATERIAL = "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd texture.png\n"
+
+
+def write_textured_obj(path, V, model, texture):
+    """`path` (an .obj of V (N, 3) mm in the model's topology and UV layout) with its .mtl and texture.png
+    ((T, T, 3) uint8) beside it, each atomically."""
+    from pathlib import Path
+
+    path = Path(path)
+    write_image_atomic(path.parent / "texture.png", texture)
+    write_text_atomic(path.with_suffix(".mtl"), OBJ_MATERIAL)
+    write_obj(path, V, model.faces, model.uv, model.uv_faces, mtl_name=path.with_suffix(".mtl").name, material="face")
 
 
 def split_uv_seams(F, F_uv):

@@ -17,9 +17,9 @@ from .camera import yaw_of_rotation
 from .coarse import fit_landmarks
 from .draw import draw_points, draw_text
 from .errors import InputError
-from .export import write_glb, write_ply
+from .export import write_glb, write_ply, write_textured_obj
 from .fine import detail_mesh, refine_depth
-from .io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
+from .io import read_image, write_image_atomic, write_json_atomic
 from .mesh import write_obj
 from .medium import deform_to_landmarks
 from .overlay import face_overlay, fit_preview
@@ -266,9 +266,7 @@ def write_result(r: FaceResult, prepared: PreparedModel, outdir, mesh_format="ob
     cam = im.camera
     Vcam = cam.to_camera(r.vertices)
     if r.texture_image is not None:
-        write_image_atomic(d / "texture.png", r.texture_image)
-        write_text_atomic(d / "mesh.mtl", "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd texture.png\n")
-        write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces, mtl_name="mesh.mtl", material="face")
+        write_textured_obj(d / "mesh.obj", Vcam, model, r.texture_image)
     else:
         write_obj(d / "mesh.obj", Vcam, model.faces, model.uv, model.uv_faces)
     for fmt in ("glb", "ply"):

@@ -64,10 +64,12 @@ def test_micc_batch_killed_and_resumed(ict_prepared, mini_micc, tmp_path):
     t0 = time.time()
     while time.time() - t0 < 300 and not _done_markers(out) and proc.poll() is None:
         time.sleep(0.2)
+    assert proc.poll() is None, "the batch ended before it could be killed mid-run"
     proc.send_signal(signal.SIGKILL)  # mid-run: at least one video done, others in flight
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL
     first = _done_markers(out)
-    assert 1 <= len(first) < 6
+    assert first, "no video had finished when the batch was killed"
+    assert len(first) < 6, "every video had finished: the kill was not mid-run"
     time.sleep(1.0)
     p = _run_micc(root, out, "--workers", "2")
     assert p.returncode == 4, p.stderr  # some videos cannot be scored: the corrupt one, the scanless subject
@@ -97,11 +99,11 @@ def test_micc_batch_killed_and_resumed(ict_prepared, mini_micc, tmp_path):
 
     assert cv2.imread(str(out / "boxplot.png")).shape[0] > 200
     # the synthetic identity (exact truth): the video reconstruction beats the mean face by the protocol
-    from fitter.datasets.micc import score_against_scans
+    from fitter.datasets.micc import load_scans, score_against_scans
 
     scans = [{"name": k, "path": str(next((root / synth_s / "Model" / k / "obj").glob("*.obj"))),
               "landmarks": str(root / "gt_landmarks" / synth_s / f"{k}.ljson")} for k in ("frontal1", "frontal2")]
-    mean_face = score_against_scans(ict_prepared, ict_prepared.model.mean, scans)[1]["mean_mm"]
+    mean_face = score_against_scans(ict_prepared, ict_prepared.model.mean, load_scans(scans))[1]["mean_mm"]
     assert float(by[(synth_s, "Indoor-Cooperative")]["mean_mm"]) < 0.85 * mean_face
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..batch import SINGLE_THREAD_ENV
 from ..coarse import fit_landmarks
-from ..datasets.micc import SETTINGS, find_layout, run_micc, score_against_scans
+from ..datasets.micc import SETTINGS, find_layout, load_scans, run_micc, score_against_scans
 from ..prepared import PreparedModel
 from ..video import reconstruct_video
 from .common import dask_processes, face_error
@@ -20,10 +20,11 @@ from .micc_mini import build_mini_micc
 
 
 def _scans_of(root, subject):
+    """The subject's frontal scans, read once (fitter.datasets.micc.load_scans)."""
     base = Path(root) / subject / "Model"
-    return [{"name": k, "path": str(next((base / k / "obj").glob("*.obj"))),
-             "landmarks": str(Path(root) / "gt_landmarks" / subject / f"{k}.ljson")}
-            for k in ("frontal1", "frontal2") if (base / k / "obj").is_dir()]
+    return load_scans([{"name": k, "path": str(next((base / k / "obj").glob("*.obj"))),
+                        "landmarks": str(Path(root) / "gt_landmarks" / subject / f"{k}.ljson")}
+                       for k in ("frontal1", "frontal2") if (base / k / "obj").is_dir()])
 
 
 def accuracy_and_speed(prepared, root, truth, log=print):

@@ -165,8 +165,9 @@ def reconstruct_and_score(prepared, args, folder):
     res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
                             texture_size=args.get("texture_size", 512))
     write_multiview(res, prepared, folder)
-    scores, best = score_against_scans(prepared, res.shape, args["scans"])
-    best_scan = [s for s in args["scans"] if s["name"] == best["name"]]
+    scans = load_scans(args["scans"])
+    scores, best = score_against_scans(prepared, res.shape, scans)
+    best_scan = [s for s in scans if s.name == best["name"]]
     neutral_scores, neutral = score_against_scans(prepared, res.neutral, best_scan)  # against the same scan
     write_json_atomic(Path(folder) / "scores.json", {"protocol": PROTOCOL_NOTES_OURS, "mesh": SCORED_MESH,
                                                       "per_scan": scores, "best": best["name"],
@@ -187,25 +188,46 @@ PROTOCOL_NOTES_OURS = ("95 mm crop around the scan's nose tip, similarity ICP, p
                        "directions; the minimum over the frontal scans by the mean")
 
 
-def score_against_scans(prepared, V, scans):
-    """MICC error of V (N, 3) against each scan ({"name", "path", "landmarks" or None}); returns (per scan
-    list, the best by mean_mm, with its transform and the scan kept for the distance render)."""
+@dataclass
+class ScoringScan:
+    """A frontal scan read once for scoring: its mesh (mm) and its MICC reference points."""
+
+    name: str
+    path: str
+    scan: object                 # fitter.scan.Scan
+    reference: tuple             # fitter.evaluate.scan_reference: (nose tip, 5 points or None)
+    nose_tip_from: str           # "landmarks" or "detected"
+
+
+def load_scans(scans):
+    """ScoringScans of {"name", "path", "landmarks" (a .ljson) or None} dicts."""
     from .. import landmarks as lmk
-    from ..evaluate import evaluate_mesh
+    from ..evaluate import scan_reference
     from ..scan import read_scan
+
+    out = []
+    for s in scans:
+        scan = read_scan(s["path"], units="mm")
+        gt = lmk.five_points(read_ljson(s["landmarks"])) if s.get("landmarks") else None
+        out.append(ScoringScan(s["name"], s["path"], scan, scan_reference(scan, gt),
+                               "landmarks" if gt is not None else "detected"))
+    return out
+
+
+def score_against_scans(prepared, V, scans):
+    """MICC error of V (N, 3) against each ScoringScan; returns (per scan list, the best by mean_mm, with its
+    transform and the scan kept for the distance render)."""
+    from ..evaluate import evaluate_mesh
 
     out, best = [], None
     for s in scans:
-        scan = read_scan(s["path"], units="mm")
-        gt = None
-        if s.get("landmarks"):
-            gt = lmk.five_points(read_ljson(s["landmarks"]))
-        r = evaluate_mesh(prepared, V, scan, gt_landmarks=gt, crop_mm=CROP_MM, symmetric=True, keep_transform=True)
-        row = {"name": s["name"], "path": s["path"], "nose_tip_from": "landmarks" if gt is not None else "detected",
+        r = evaluate_mesh(prepared, V, s.scan, crop_mm=CROP_MM, symmetric=True, keep_transform=True,
+                          reference=s.reference)
+        row = {"name": s.name, "path": s.path, "nose_tip_from": s.nose_tip_from,
                **{k: (round(v, 5) if isinstance(v, float) else v) for k, v in r.items() if k != "transform"}}
         out.append(row)
         if best is None or r["mean_mm"] < best["mean_mm"]:
-            best = dict(row, transform=r["transform"], scan=scan)
+            best = dict(row, transform=r["transform"], scan=s.scan)
     return out, best
 
 

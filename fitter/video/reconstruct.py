@@ -17,7 +17,8 @@ from .. import landmarks as lmk
 from ..camera import crop_image, square_box, yaw_of_rotation
 from ..draw import draw_points, draw_text
 from ..errors import InputError, NoFaceError
-from ..io import read_image, write_image_atomic, write_json_atomic, write_text_atomic
+from ..io import read_image, write_image_atomic, write_json_atomic
+from ..export import write_textured_obj
 from ..mesh import write_obj
 from ..overlay import face_overlay
 from ..render import get_renderer
@@ -255,10 +256,7 @@ def write_multiview(res: MultiViewResult, prepared, folder):
         raise InputError(f"{d} exists and is not a folder: the outputs go there; move it or use another -o")
     model = prepared.model
     if res.texture is not None:
-        write_image_atomic(d / "texture.png", res.texture)
-        write_text_atomic(d / "identity.mtl", "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd texture.png\n")
-        write_obj(d / "identity.obj", res.neutral, model.faces, model.uv, model.uv_faces, mtl_name="identity.mtl",
-                  material="face")
+        write_textured_obj(d / "identity.obj", res.neutral, model, res.texture)
     else:
         write_obj(d / "identity.obj", res.neutral, model.faces)
     write_obj(d / "video_shape.obj", res.shape, model.faces)

@@ -135,3 +135,17 @@ def bench_video(name, scan_dir, root, seconds, part, as_json):
         raise click.UsageError("give --scans ../shared/data (to build the dataset) or --root of a built one")
     _emit(video(name, scan_dir, root, seconds, accuracy=part != "batch", batch=part != "accuracy", log=_progress),
           as_json)
+
+
+@bench.command("augment")
+@_model_option
+@_scans_option("realism against direct renders of the scans, and the dataset-build captures")
+@click.option("--part", type=click.Choice(["all", "labels", "realism", "speed", "build"]), default="all",
+              show_default=True)
+@_json_option
+def bench_augment(name, scan_dir, part, as_json):
+    """Augmentation: label accuracy by yaw (synthetic truth), realism (scans), MediaPipe NME on the samples,
+    samples per second per core at 512², and dataset build on 1 and 2 workers."""
+    from fitter.bench.augment import augment_bench
+
+    _emit(augment_bench(name, scan_dir, part, log=_progress), as_json)

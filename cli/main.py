@@ -380,43 +380,118 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
                  model_name, no_texture, schedule, as_json):
     """Register the face model to an RGB-D capture (COLOR + DEPTH + --intrinsics) or to a scan (--scan):
     landmarks, coarse fit lifted onto the depth, texture-constrained non-rigid ICP, and the split into a
-    similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png and report.json in OUTDIR."""
+    similarity and S_morph. Writes registered.obj, s_morph.npz, overlay.png, report.json and capture.json
+    (where the capture came from, for `facefit augment`) in OUTDIR."""
+    from fitter.capture import CaptureSpec, register_capture
     from fitter.errors import InputError
-    from fitter.io import ensure_writable_dir, read_image
+    from fitter.io import ensure_writable_dir
     from fitter.nicp import SCHEDULES
     from fitter.prepared import PreparedModel
-    from fitter.register import (read_depth, read_intrinsics, register_rgbd, register_scan, registration_overlay,
-                                 write_registration)
-    from fitter.scan import read_scan, texture_colors
+    from fitter.register import registration_overlay, write_registration
 
     if scan_path and (color_path or depth_path):
         raise InputError("give either COLOR DEPTH --intrinsics K.json or --scan MESH, not both")
     if not scan_path and not (color_path and depth_path and intrinsics_path):
         raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
+    for p in (scan_path, scan_texture, color_path, depth_path, intrinsics_path):
+        if p and not Path(p).is_file():
+            raise InputError(f"{p}: no such file")
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
-    if scan_path:
-        scan = read_scan(scan_path, scan_units)
-        for note in scan.notes:
-            click.echo(f"facefit: warning: {note}", err=True)
-        if scan_texture:
-            scan.colors = texture_colors(scan, scan_texture)
-        reg, cam = register_scan(prepared, scan, SCHEDULES[schedule], use_color=None if not no_texture else False)
-        # the overlay is drawn on the registration's own view of the scan (no render of its own)
-        overlay = registration_overlay(prepared, cam.to_camera(reg.vertices), reg.view, cam.K)
-    else:
-        color = read_image(color_path)
-        depth = read_depth(depth_path, depth_scale)
-        K = read_intrinsics(intrinsics_path)
-        reg = register_rgbd(prepared, color, depth, K, SCHEDULES[schedule], use_color=not no_texture)
-        overlay = registration_overlay(prepared, reg.vertices, color, K)
-    d = write_registration(reg, prepared.model, outdir, overlay)
+    spec = (CaptureSpec.of_scan(scan_path, scan_units, scan_texture) if scan_path else
+            CaptureSpec.rgbd(color_path, depth_path, intrinsics_path, depth_scale))
+    notes = []
+    reg, capture, spec = register_capture(prepared, spec, SCHEDULES[schedule], use_color=not no_texture, notes=notes)
+    for note in notes:
+        click.echo(f"facefit: warning: {note}", err=True)
+    # the overlay is drawn on the capture's image (a scan's: the registration's own view of it)
+    overlay = registration_overlay(prepared, capture.vertices, capture.color, capture.K)
+    d = write_registration(reg, prepared.model, outdir, overlay, spec.to_dict())
     rep = reg.report
     if as_json:
         click.echo(json.dumps(dict(rep, output=str(d))))
     else:
         click.echo(f"registered -> {d} (inliers {100 * rep['inlier_fraction'][-1]:.0f} %, median residual "
                    f"{rep['median_residual_mm'][-1]:.2f} mm, {rep['times_s']['total_s']:.2f} s)")
+
+
+def _angle_options(f):
+    """--yaws, --pitches and --format, shared by augment and dataset build."""
+    f = click.option("--format", "fmt", type=click.Choice(["default", "300wlp"]), default="default", show_default=True,
+                     help="300wlp: also write each sample's 300W-LP .mat (roi, pt2d, Pose_Para).")(f)
+    f = click.option("--pitches", default="-20,0,20", show_default=True,
+                     help="Head pitches in degrees (|pitch| <= 25): 'a,b,c' or 'start:stop:step'.")(f)
+    f = click.option("--yaws", default="-90:90:15", show_default=True,
+                     help="Head yaws in degrees (|yaw| <= 90): 'a,b,c' or 'start:stop:step'.")(f)
+    return f
+
+
+@cli.command("augment")
+@click.argument("reg_dir", metavar="REGISTRATION_DIR", type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
+              help="Dataset folder: samples go to OUTDIR/<capture>/, the index to OUTDIR/index.csv.")
+@click.option("--model", "model_name", default="ict", show_default=True)
+@_angle_options
+@click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary.")
+def augment_cmd(reg_dir, outdir, model_name, yaws, pitches, fmt, as_json):
+    """Out-of-plane pose augmentation of a registered capture (the folder written by `facefit register`):
+    the head turned to every --yaws x --pitches about the face centre, what the source never saw filled
+    in, and exact labels (pose, landmarks with visibility, the filled mask). Writes
+    OUTDIR/<capture>/<capture>_<yaw>_<pitch>.jpg/.json/.npz, samples.csv, contact_sheet.png, and
+    OUTDIR/index.csv."""
+    from fitter.augment.dataset import augment_registration, parse_angles
+    from fitter.augment.sample import MAX_PITCH_DEG
+    from fitter.prepared import PreparedModel
+
+    yaw_list = parse_angles(yaws, "--yaws", 90)
+    pitch_list = parse_angles(pitches, "--pitches", MAX_PITCH_DEG)
+    prepared = PreparedModel.load(model_name)
+    rows, times = augment_registration(prepared, reg_dir, outdir, yaw_list, pitch_list, fmt)
+    out = Path(outdir) / rows[0]["capture"]
+    if as_json:
+        click.echo(json.dumps({"output": str(out), "samples": len(rows), "times_s": times}))
+    else:
+        click.echo(f"{reg_dir} -> {out} ({len(rows)} samples, {times['samples_s'] / len(rows):.2f} s each; "
+                   f"contact_sheet.png; index {Path(outdir) / 'index.csv'})")
+
+
+@cli.group(cls=FacefitGroup)
+def dataset():
+    """Build training datasets from captures."""
+
+
+@dataset.command("build")
+@click.argument("root", metavar="CAPTURES_ROOT", type=click.Path())
+@click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False))
+@click.option("--model", "model_name", default="ict", show_default=True)
+@_angle_options
+@_batch_options
+@click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary.")
+def dataset_build_cmd(root, outdir, model_name, yaws, pitches, fmt, workers, scheduler, as_json):
+    """Register and augment every capture folder under CAPTURES_ROOT (color.* + depth.* + intrinsics.json,
+    or one scan file) through the batch engine (resumable; a failed capture never stops the rest).
+    Captures whose registration is below the quality thresholds (README) are left out and listed in
+    OUTDIR/rejected.csv; the samples of the rest are indexed in OUTDIR/index.csv."""
+    from fitter.augment.dataset import build_dataset, find_captures, parse_angles
+    from fitter.augment.sample import MAX_PITCH_DEG
+
+    yaw_list = parse_angles(yaws, "--yaws", 90)
+    pitch_list = parse_angles(pitches, "--pitches", MAX_PITCH_DEG)
+    n = len(find_captures(root))
+    summary, accepted, rejected = build_dataset(model_name, root, outdir, yaw_list, pitch_list, fmt, workers,
+                                                scheduler, progress=not as_json,
+                                                log=lambda m: click.echo(m, err=True))
+    n_samples = sum(summary.results[c].get("samples", 0) for c in accepted if c in summary.results)
+    if as_json:
+        click.echo(json.dumps({"output": str(outdir), "captures": n, "samples": n_samples, "accepted": accepted,
+                               "rejected": [r["capture"] for r in rejected], "failed": summary.failed}))
+    else:
+        click.echo(f"{root} -> {outdir}: {len(accepted)} captures ({n_samples} samples) in the dataset, "
+                   f"{len(rejected)} rejected "
+                   f"(rejected.csv), {len(summary.failed)} failed; index.csv")
+    for r in rejected:
+        click.echo(f"facefit: rejected: {r['capture']}: {r['reason']}", err=True)
+    _batch_exit(summary, n)
 
 
 @cli.command("eval")

@@ -101,6 +101,16 @@ def look_at_face(center, yaw_deg, pitch_deg, distance_mm, focal_px, width, heigh
     return Camera(intrinsics(focal_px, width, height), R, t, width, height)
 
 
+def angles_of_rotation(R):
+    """(yaw, pitch, roll) degrees of an OpenCV model->camera rotation R of a y-up model, the inverse of
+    R = MODEL_TO_OPENCV @ rotation_matrix(yaw, pitch, roll) (|pitch| < 90°)."""
+    A = MODEL_TO_OPENCV.T @ np.asarray(R, float)  # = Rz(roll) Rx(pitch) Ry(yaw)
+    pitch = np.arcsin(np.clip(A[2, 1], -1.0, 1.0))
+    yaw = np.arctan2(-A[2, 0], A[2, 2])
+    roll = np.arctan2(-A[0, 1], A[1, 1])
+    return tuple(float(v) for v in np.degrees([yaw, pitch, roll]))
+
+
 def yaw_of_rotation(R):
     """Yaw in degrees (as in rotation_matrix) of an OpenCV model->camera rotation of a y-up model."""
     fwd = (MODEL_TO_OPENCV.T @ np.asarray(R)) @ np.array([0.0, 0.0, 1.0])

@@ -47,3 +47,15 @@ def draw_text(image, lines, origin=(8, 20), color=(255, 255, 255), scale=0.5):
         cv2.putText(img, line, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, color, 1, cv2.LINE_AA)
         y += int(22 * scale / 0.5)
     return img
+
+
+def contact_sheet(tiles, columns=6, gap=4):
+    """Tiles (s, s, 3) uint8 in rows of `columns` on a dark background."""
+    s = tiles[0].shape[0]
+    cols = min(columns, len(tiles))
+    rows = -(-len(tiles) // cols)
+    sheet = np.full((rows * (s + gap) + gap, cols * (s + gap) + gap, 3), 24, np.uint8)
+    for k, t in enumerate(tiles):
+        y, x = gap + (k // cols) * (s + gap), gap + (k % cols) * (s + gap)
+        sheet[y:y + s, x:x + s] = t
+    return sheet

@@ -148,9 +148,10 @@ def depth_target(depth, K, color=None, stride=1):
     return Target(P.reshape(-1, 3)[idx], N.reshape(-1, 3)[idx], colors, jump.ravel()[idx]), idx
 
 
-def depth_at(depth, pts, K, window=2):
+def depth_at(depth, pts, K, window=2, nearest=False):
     """(L, 3) camera-frame points under the pixels `pts` (L, 2): the median valid depth in a
-    (2 window + 1)² neighbourhood; NaN where there is none."""
+    (2 window + 1)² neighbourhood (nearest: the smallest, for a point that stands out, such as the nose tip
+    of a turned face, whose neighbourhood reaches the cheek behind it); NaN where there is none."""
     H, W = depth.shape
     pts = np.asarray(pts, float)
     px = np.rint(pts).astype(int)
@@ -164,7 +165,7 @@ def depth_at(depth, pts, K, window=2):
     z = np.full(len(pts), np.nan)
     has = valid.any(axis=1)
     with np.errstate(all="ignore"):
-        z[has] = np.nanmedian(np.where(valid[has], patch[has], np.nan), axis=1)
+        z[has] = (np.nanmin if nearest else np.nanmedian)(np.where(valid[has], patch[has], np.nan), axis=1)
     rays = np.column_stack([pts, np.ones(len(pts))]) @ np.linalg.inv(K).T
     return z[:, None] * rays
 
@@ -226,6 +227,8 @@ class Registration:
     landmarks: tuple = None       # (face-area vertex ids (L,), targets (L, 3)): the NICP landmark term
     target: Target = None         # what was registered to (camera frame)
     view: np.ndarray = None       # (H, W, 3) uint8: a scan registration's virtual view (the overlay's image)
+    identity: np.ndarray = None   # (P,) the coarse fit's identity coefficients (the start of T-ICP)
+    expression: np.ndarray = None  # (E,) and its expression coefficients
 
 
 def split_similarity(model, V_regist, region="face"):
@@ -260,7 +263,7 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     prepared.nicp_topology(settings.gamma)
     times = {"model_prepare_s": time.perf_counter() - t0}
     t_all = time.perf_counter()
-    face, V_fit = _detect_and_fit(prepared, color, K, times)
+    face, V_fit, identity, expression = _detect_and_fit(prepared, color, K, times)
     lift = _lift_onto_depth(prepared, face, V_fit, depth, K, times)
     V0 = lift.vertices
     # target
@@ -288,7 +291,32 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     f, R, t, S_morph = split_similarity(prepared.model, V)
     times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
     report = _report(res, use_color, lv, lift, target, dom, times)
-    return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target)
+    report["landmark_error_iod"] = round(landmark_error_iod(prepared, V, K, face.points), 5)
+    iod = lmk.outer_interocular(face.points)
+    report["lift_residual_mm"] = round(float(times["lift_residual_mm"]), 4)
+    report["drift_iod"] = round(landmark_error_iod(prepared, V, K, _landmarks_px(prepared, V_fit, K), iod), 5)
+    return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target, identity=identity, expression=expression)
+
+
+def _landmarks_px(prepared, V_cam, K):
+    """(478, 2) the model's landmarks on a mesh (N, 3) in the camera frame, projected through K."""
+    from .camera import yaw_of_rotation
+
+    _, R, _, _ = split_similarity(prepared.model, V_cam)
+    L = prepared.embedding.points(V_cam, prepared.model.faces, yaw_deg=yaw_of_rotation(R))
+    return (L @ np.asarray(K, float).T)[:, :2] / L[:, 2:3]
+
+
+def landmark_error_iod(prepared, V_cam, K, reference, iod_px=None):
+    """How well a registration (N, 3), camera frame, lines up with the image: the median 2D distance between
+    its inner landmarks projected through K and `reference` (478, 2) px (the detected landmarks, or the
+    coarse fit's projected ones), over the outer interocular distance (default: the reference's). A depth
+    that is not registered to the colour image shows here: the registration follows the depth, the
+    landmarks the colour."""
+    inner = np.setdiff1d(np.arange(lmk.N_LANDMARKS), prepared.embedding.contour_ids)
+    d = np.linalg.norm(_landmarks_px(prepared, V_cam, K)[inner] - np.asarray(reference, float)[inner], axis=1)
+    iod = lmk.outer_interocular(reference) if iod_px is None else iod_px
+    return float(np.median(d) / max(iod, 1e-9))
 
 
 def _detect_and_fit(prepared, color, K, times):
@@ -305,7 +333,7 @@ def _detect_and_fit(prepared, color, K, times):
     cam = Camera(K.copy(), im.camera.R, im.camera.t, W, H)
     V0 = cam.to_camera(model.shape(fit.identity, im.expression))  # camera frame
     times["coarse_s"] = time.perf_counter() - t0
-    return face, V0
+    return face, V0, fit.identity, im.expression
 
 
 @dataclass
@@ -346,8 +374,13 @@ def _lift_onto_depth(prepared, face, V0, depth, K, times):
     times["lift_residual_mm"] = lift_residual
     # a face's landmarks fit the depth under them to a few mm and its nose stands out in front of the eye
     # corners; a flat, unrelated or misregistered depth map does neither
-    nose_eyes = depth_at(depth, face.points[[4, 33, 133, 362, 263]], K)[:, 2]
-    relief = float(np.nanmean(nose_eyes[1:]) - nose_eyes[0]) if np.isfinite(nose_eyes).sum() >= 3 else 0.0
+    # (measured along the face's forward axis from the coarse fit, so that a turned face passes too)
+    nose_eyes = np.vstack([depth_at(depth, face.points[[4]], K, nearest=True),
+                           depth_at(depth, face.points[[33, 133, 362, 263]], K)])
+    forward = split_similarity(model, V0)[1] @ np.array([0.0, 0.0, 1.0])  # the model's +z: towards the viewer
+    eyes = nose_eyes[1:][np.isfinite(nose_eyes[1:]).all(1)]
+    relief = float((nose_eyes[0] - eyes.mean(0)) @ forward) if len(eyes) >= 2 and np.isfinite(nose_eyes[0]).all() \
+        else 0.0
     times["nose_relief_mm"] = relief
     if keep.sum() < 10 or lift_residual > LIFT_RESIDUAL_MAX_MM or relief < MIN_NOSE_RELIEF_MM or not 0.5 < s_ < 2.0:
         raise NoFaceError(f"the depth under the detected face does not match a face (landmark residual "
@@ -498,15 +531,20 @@ def scan_distances(reg_vertices, model, scan_V, scan_F, nose_tip, crop_mm=95.0, 
     return cp.distances[covered], float(covered.mean())
 
 
-def write_registration(reg: Registration, model, outdir, overlay=None):
-    """registered.obj (model topology, mm, camera or scan frame), s_morph.npz, report.json and, when
-    given, overlay.png — each written atomically."""
+def write_registration(reg: Registration, model, outdir, overlay=None, capture=None):
+    """registered.obj (model topology, mm, camera or scan frame), s_morph.npz (S_morph, the similarity, the
+    coarse fit's coefficients), report.json, capture.json (where the capture came from, `capture`: a dict,
+    see `facefit register`) and, when given, overlay.png — each written atomically."""
     d = Path(outdir)
     write_obj(d / "registered.obj", reg.vertices, model.faces)
+    coefficients = {k: np.asarray(v, np.float64) for k, v in (("identity", reg.identity), ("expression", reg.expression))
+                    if v is not None}
     save_npz_atomic(d / "s_morph.npz", s_morph=reg.s_morph.astype(np.float32), f=np.float64(reg.scale),
                     R=reg.R, t=reg.t, model=np.array(model.name),
-                    model_sha256=np.array(str(model.metadata.get("model_sha256"))))
+                    model_sha256=np.array(str(model.metadata.get("model_sha256"))), **coefficients)
     write_json_atomic(d / "report.json", reg.report)
+    if capture is not None:
+        write_json_atomic(d / "capture.json", capture)
     if overlay is not None:
         write_image_atomic(d / "overlay.png", overlay)
     return d

@@ -60,6 +60,15 @@ FLORENCE_YAWS = tuple(range(-90, 91, 15))
 FLORENCE_PITCHES = (-20, 0, 20)
 
 
+def shared_scans(data_dir):
+    """(name, {"scan": path, "texture": path or None}) of each scan of SCANS found under data_dir."""
+    data_dir = Path(data_dir)
+    for folder, mesh, texture, _ in SCANS:
+        if (data_dir / folder / mesh).is_file():
+            yield folder.removeprefix("scan-"), {"scan": str(data_dir / folder / mesh),
+                                                 "texture": str(data_dir / folder / texture) if texture else None}
+
+
 def load_gt_scan(data_dir, folder, mesh, texture, arbitrary_units):
     """A scan in mm with its face frame; arbitrary-unit scans are scaled to a 90 mm outer interocular
     distance (measured on the scan through the detector)."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from .. import landmarks as lmk
 from ..camera import crop_image, square_box, yaw_of_rotation
-from ..draw import draw_points, draw_text
+from ..draw import contact_sheet, draw_points, draw_text
 from ..errors import InputError, NoFaceError
 from ..io import read_image, write_image_atomic, write_json_atomic
 from ..export import write_textured_obj
@@ -169,7 +169,7 @@ def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
             tiles.append(_tile(prepared, v, None, None))
     if tex_views:
         res.texture = merged_uv_texture(prepared, tex_views, size=texture_size)
-    res.sheet = contact_sheet(tiles)
+    res.sheet = contact_sheet(tiles, SHEET_COLUMNS)
 
 
 def face_region_mask(points, shape):
@@ -198,18 +198,6 @@ def _tile(prepared, v: FrameRecord, V, im):
         lines = [f"#{v.index}  DROPPED", "another person?" if "identity" in v.reason else "residual outlier"]
     crop, _ = crop_image(img, square_box(v.face.points, 0.3, whole_pixels=True), SHEET_TILE_PX)
     return draw_text(crop, lines, scale=0.45)
-
-
-def contact_sheet(tiles, columns=SHEET_COLUMNS, gap=4):
-    """Tiles (s, s, 3) uint8 in rows of `columns` on a dark background."""
-    s = tiles[0].shape[0]
-    cols = min(columns, len(tiles))
-    rows = -(-len(tiles) // cols)
-    sheet = np.full((rows * (s + gap) + gap, cols * (s + gap) + gap, 3), 24, np.uint8)
-    for k, t in enumerate(tiles):
-        y, x = gap + (k // cols) * (s + gap), gap + (k % cols) * (s + gap)
-        sheet[y:y + s, x:x + s] = t
-    return sheet
 
 
 def params_dict(res: MultiViewResult, prepared):

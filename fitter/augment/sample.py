@@ -1,0 +1,191 @@
+"""One augmented sample of a registered capture (S1 §3.2): the head turned by a yaw and a pitch about the
+face centre, the image synthesised from the source's pixels through the image mesh
+(fitter.augment.image_mesh), what the source never saw filled in, and the labels — exact, because they
+are the registration moved by the same rigid transform.
+
+What is invented (the `invented` mask):
+- face the source never saw (turned away from the source camera or hidden behind the nose), or saw too
+  obliquely (beyond GRAZING_COS) for the new pose, which enlarges it more than SHEET_STRETCH: drawn from the
+  face's albedo under the SH light fitted to the source (fitter.texture.fit_texture) and blended in by
+  Poisson editing (cv2.seamlessClone), so its gradients are the model's and its level the image's;
+- background the source never saw: the rubber sheets between the head and what lies behind it, where the
+  new pose stretches them more than SHEET_STRETCH, and pixels no surface covers: taken from the plate, the
+  source with the head inpainted out (Telea, once per capture), at the same pixel (the background stays);
+- the head's own anchors (hair, ears) where the source saw them too thinly: inpainted from around them.
+Background is never drawn over the face: the face area is rendered with the image mesh, in one z-buffer.
+
+Labels of a sample, in its camera (the source camera; the head moved):
+- `R`, `t`, `scale`: V = scale R (mean + S_morph) + t for the registration's vertices (S1 Eq. 7);
+- `source_to_sample`: the 4×4 rigid transform that carries the head's points from the source camera frame
+  to the sample's (rotation R_head about the face centre c: x' = R_head (x - c) + c);
+- `yaw`, `pitch`, `roll` (degrees) of the face (fitter.camera.angles_of_rotation of R; yaw > 0: the nose
+  towards the image's right, pitch > 0: the nose up);
+- `landmarks_478` (MediaPipe order, the model's landmark embedding, its contour at the face's yaw) and
+  `landmarks_68` (iBUG order, fitter.landmarks.to_68), pixels, with a visibility flag each: in the image
+  and not hidden behind the sample's own surface (the project's depth test);
+- `face_box`: [x0, y0, x1, y1] px of the face area's pixels in the sample.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..camera import MODEL_TO_OPENCV, Camera, angles_of_rotation, rotation_matrix
+from ..capture import RegisteredCapture
+from ..render import depth_visible, get_renderer
+from .image_mesh import (ImageMesh, build_image_mesh, image_areas, render_pose, rubber_sheets, seen_pixels,
+                         source_cosines)
+
+DEFAULT_YAWS = tuple(range(-90, 91, 15))
+DEFAULT_PITCHES = (-20, 0, 20)
+MAX_PITCH_DEG = 25.0
+SHEET_STRETCH = 1.5  # a thin triangle stretched by more than this (area) shows what the source did not
+GRAZING_COS = 0.2    # face seen more obliquely than ~78° is thin: the source has too few of its pixels
+PLATE_MARGIN_PX = 4  # the head's mask is widened by this before it is inpainted out of the source (the plate)
+
+
+@dataclass
+class AugmentSource:
+    """What every pose of one capture shares: the image mesh and what the source saw of it, and the face's
+    appearance for what it did not."""
+
+    capture: RegisteredCapture
+    mesh: ImageMesh
+    source_depth: np.ndarray  # (H, W) mm: the image mesh rendered at the source pose
+    plate: np.ndarray         # (H, W, 3) uint8: the source with the head inpainted (the background behind it)
+    facing: np.ndarray        # (T,) bool: triangles facing the source camera (the source drew them)
+    head_triangles: np.ndarray  # (T,) bool: the face's and the head's (all three vertices turn with the head)
+    thin: np.ndarray          # (T,) bool: seen with few pixels — rubber sheets, face seen at a grazing angle
+    source_areas: np.ndarray  # (T,) px² of each triangle in the source image
+    albedo: np.ndarray        # (n_face_vertices, 3) face-area albedo in [0, 1]
+    sh: np.ndarray            # (9, 3) SH light fitted to the source
+
+
+def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smoothness=0.1):
+    """The AugmentSource of a registered capture (built once, used for every pose)."""
+    from ..render import vertex_visibility
+    from ..texture import fit_texture
+
+    mesh = build_image_mesh(prepared, capture.vertices, capture.K, capture.depth, spacing_px, smoothness)
+    H, W = capture.color.shape[:2]
+    cam = Camera(capture.K, np.eye(3), np.zeros(3), W, H)
+    F = prepared.render_faces
+    vis = vertex_visibility(capture.vertices, F, cam, get_renderer().render(capture.vertices, F, cam))
+    appearance = fit_texture(prepared, capture.vertices, cam, capture.color, vis)
+    view = render_pose(mesh, capture.color, np.eye(3))
+    source_depth = view.depth
+    # the background without the head: the source with the head (and a margin) inpainted, once per capture
+    import cv2
+
+    head_px = view.covered & mesh.rigid[mesh.F].all(1)[np.maximum(view.triangle_id, 0)]
+    grow = np.ones((2 * PLATE_MARGIN_PX + 1,) * 2, np.uint8)
+    plate = cv2.inpaint(capture.color, cv2.dilate(head_px.astype(np.uint8), grow), 5, cv2.INPAINT_TELEA)
+    cos = source_cosines(mesh)
+    # face seen at a grazing angle is thin, as are rubber sheets
+    thin = rubber_sheets(mesh) | ((cos > 0) & (cos < GRAZING_COS))
+    return AugmentSource(capture, mesh, source_depth, plate, cos > 0, mesh.rigid[mesh.F].all(1), thin,
+                         image_areas(mesh.source_px, mesh.F), appearance.albedo[mesh.face_vertices],
+                         np.asarray(appearance.sh, float))
+
+
+def head_rotation(yaw_deg, pitch_deg, roll_deg=0.0):
+    """(3, 3) the rotation, in the (OpenCV) camera frame, that turns a head by yaw (nose to the image's
+    right for yaw > 0) and pitch (nose up for pitch > 0) about the camera's axes."""
+    return MODEL_TO_OPENCV @ rotation_matrix(yaw_deg, pitch_deg, roll_deg) @ MODEL_TO_OPENCV
+
+
+@dataclass
+class Sample:
+    image: np.ndarray             # (H, W, 3) uint8
+    invented: np.ndarray          # (H, W) bool: filled pixels (the source did not see them)
+    yaw_delta: float              # the requested head rotation, degrees
+    pitch_delta: float
+    K: np.ndarray                 # (3, 3)
+    R: np.ndarray                 # (3, 3) model -> sample camera
+    t: np.ndarray                 # (3,) mm
+    scale: float
+    source_to_sample: np.ndarray  # (4, 4)
+    angles: tuple                 # (yaw, pitch, roll) degrees of the face in the sample
+    landmarks_478: np.ndarray     # (478, 2) px
+    visible_478: np.ndarray       # (478,) bool
+    landmarks_68: np.ndarray      # (68, 2) px
+    visible_68: np.ndarray        # (68,) bool
+    landmarks_478_3d: np.ndarray  # (478, 3) mm, sample camera frame
+    face_box: tuple               # (x0, y0, x1, y1) px
+
+
+def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
+    """The sample of `source` with the head turned by yaw_deg and pitch_deg (degrees, about the face
+    centre): the image, what was invented, and the labels (see the module docstring)."""
+    import cv2
+
+    from ..mesh import vertex_normals
+    from ..texture import sh_basis
+
+    if abs(pitch_deg) > MAX_PITCH_DEG or abs(yaw_deg) > 90:
+        raise ValueError(f"yaw {yaw_deg} / pitch {pitch_deg}: |yaw| <= 90 and |pitch| <= {MAX_PITCH_DEG} degrees")
+    mesh, cap = source.mesh, source.capture
+    W, H = mesh.size
+    R_head = head_rotation(yaw_deg, pitch_deg)
+    view = render_pose(mesh, cap.color, R_head)
+    img, covered, tri = view.image, view.covered, view.triangle_id
+    nf = mesh.n_face_triangles
+    uv = (view.vertices @ mesh.K.T)[:, :2] / view.vertices[:, 2:3]
+    stretched = source.thin & (image_areas(uv, mesh.F) > SHEET_STRETCH * np.maximum(source.source_areas, 0.5))
+    unseen = covered & ~seen_pixels(mesh, view, source.source_depth, source.facing)
+    unseen[covered] |= stretched[tri[covered]]
+    face_px = covered & (tri >= 0) & (tri < nf)
+    face_unseen = unseen & face_px
+    if face_unseen.any():
+        Vf, Ff = view.vertices[:mesh.n_face_vertices], mesh.F[:nf]
+        shade = np.clip(sh_basis(vertex_normals(Vf, Ff)) @ source.sh, 0, None)
+        r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H),
+                                  vertex_colors=np.clip(source.albedo * shade, 0, 1), ambient=1.0, diffuse=0.0)
+        model_img = r.color_uint8()
+        region = cv2.dilate(face_unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & face_px
+        mask8 = region.astype(np.uint8) * 255
+        ys, xs = np.nonzero(mask8)
+        if 2 <= ys.min() and ys.max() < H - 2 and 2 <= xs.min() and xs.max() < W - 2:
+            center = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
+            cloned = cv2.seamlessClone(model_img, img, mask8, center, cv2.NORMAL_CLONE)
+            img[region] = cloned[region]  # OpenCV's solve also shifts pixels around the region: keep them
+        else:  # Poisson editing needs a border around the region: paste where it touches the image's edge
+            img[region] = model_img[region]
+    on_head = covered & source.head_triangles[np.maximum(tri, 0)]
+    revealed = (unseen & ~on_head) | ~covered
+    img[revealed] = source.plate[revealed]  # the background stays: what the head uncovers is the plate there
+    head_holes = unseen & on_head & ~face_px  # the head's own anchors (hair, ears) seen too thinly: inpainted
+    if head_holes.any():
+        img = cv2.inpaint(img, head_holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
+    invented = revealed | head_holes
+    if face_unseen.any():
+        invented |= region  # Poisson editing changes the whole region it blends, a ring of seen pixels too
+    return _with_labels(prepared, source, view, R_head, img, invented, face_px, yaw_deg, pitch_deg)
+
+
+def _with_labels(prepared, source, view, R_head, img, invented, face_px, yaw_deg, pitch_deg):
+    from ..landmarks import to_68
+
+    cap, mesh = source.capture, source.mesh
+    W, H = mesh.size
+    c = mesh.face_center
+    R = R_head @ cap.R
+    t = R_head @ (cap.t - c) + c
+    angles = angles_of_rotation(R)
+    V = cap.vertices @ R_head.T + (c - R_head @ c)
+    L478 = prepared.embedding.points(V, prepared.model.faces, yaw_deg=angles[0])
+    L68 = to_68(L478)
+
+    def project(P):
+        uv = (P @ mesh.K.T)[:, :2] / P[:, 2:3]
+        inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5)
+        vis = inside & depth_visible(uv, P[:, 2], view.depth, np.maximum(3.0, 0.006 * P[:, 2]), window=1)
+        return uv, vis
+
+    uv478, vis478 = project(L478)
+    uv68, vis68 = project(L68)
+    ys, xs = np.nonzero(face_px)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0.0,) * 4
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R_head, c - R_head @ c
+    return Sample(img, invented, float(yaw_deg), float(pitch_deg), mesh.K.copy(), R, t, float(cap.scale), T, angles,
+                  uv478, vis478, uv68, vis68, L478, box)

@@ -4,14 +4,16 @@ face centre, the image synthesised from the source's pixels through the image me
 are the registration moved by the same rigid transform.
 
 What is invented (the `invented` mask):
-- face the source never saw (turned away from the source camera or hidden behind the nose), or saw too
+- front of the face the source never saw (turned away from the source camera or hidden behind the nose), or saw too
   obliquely (beyond GRAZING_COS) for the new pose, which enlarges it more than SHEET_STRETCH: drawn from the
   face's albedo under the SH light fitted to the source (fitter.texture.fit_texture) and blended in by
   Poisson editing (cv2.seamlessClone), so its gradients are the model's and its level the image's;
 - background the source never saw: the rubber sheets between the head and what lies behind it, where the
   new pose stretches them more than SHEET_STRETCH, and pixels no surface covers: taken from the plate, the
   source with the head inpainted out (Telea, once per capture), at the same pixel (the background stays);
-- the head's own anchors (hair, ears) where the source saw them too thinly: inpainted from around them.
+- the rest of the head (the face area beyond the front of the face — temples, ears, neck — and the head's
+  anchors: hair) where the source did not see it or saw it too thinly: inpainted from around it (the
+  model's albedo is not the person's hair).
 Background is never drawn over the face: the face area is rendered with the image mesh, in one z-buffer.
 
 Labels of a sample, in its camera (the source camera; the head moved):
@@ -54,6 +56,7 @@ class AugmentSource:
     plate: np.ndarray         # (H, W, 3) uint8: the source with the head inpainted (the background behind it)
     facing: np.ndarray        # (T,) bool: triangles facing the source camera (the source drew them)
     head_triangles: np.ndarray  # (T,) bool: the face's and the head's (all three vertices turn with the head)
+    front_triangles: np.ndarray  # (T,) bool: the front of the face (the model's front region)
     thin: np.ndarray          # (T,) bool: seen with few pixels — rubber sheets, face seen at a grazing angle
     source_areas: np.ndarray  # (T,) px² of each triangle in the source image
     albedo: np.ndarray        # (n_face_vertices, 3) face-area albedo in [0, 1]
@@ -80,9 +83,13 @@ def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smooth
     grow = np.ones((2 * PLATE_MARGIN_PX + 1,) * 2, np.uint8)
     plate = cv2.inpaint(capture.color, cv2.dilate(head_px.astype(np.uint8), grow), 5, cv2.INPAINT_TELEA)
     cos = source_cosines(mesh)
-    # face seen at a grazing angle is thin, as are rubber sheets
-    thin = rubber_sheets(mesh) | ((cos > 0) & (cos < GRAZING_COS))
-    return AugmentSource(capture, mesh, source_depth, plate, cos > 0, mesh.rigid[mesh.F].all(1), thin,
+    front = np.zeros(len(mesh.F), bool)
+    in_front = np.isin(mesh.face_vertices, prepared.model.region(prepared.model.front_region()))
+    front[:mesh.n_face_triangles] = in_front[mesh.F[:mesh.n_face_triangles]].all(1)
+    # (only the front of the face is redrawn when it was seen too obliquely: the rest of the head, stretched,
+    # still looks like the person's hair and ears, where a fill would not)
+    thin = rubber_sheets(mesh) | (front & (cos > 0) & (cos < GRAZING_COS))
+    return AugmentSource(capture, mesh, source_depth, plate, cos > 0, mesh.rigid[mesh.F].all(1), front, thin,
                          image_areas(mesh.source_px, mesh.F), appearance.albedo[mesh.face_vertices],
                          np.asarray(appearance.sh, float))
 
@@ -134,14 +141,15 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     unseen = covered & ~seen_pixels(mesh, view, source.source_depth, source.facing)
     unseen[covered] |= stretched[tri[covered]]
     face_px = covered & (tri >= 0) & (tri < nf)
-    face_unseen = unseen & face_px
+    front_px = covered & source.front_triangles[np.maximum(tri, 0)]
+    face_unseen = unseen & front_px  # the front of the face, where the model's albedo is the person's
     if face_unseen.any():
         Vf, Ff = view.vertices[:mesh.n_face_vertices], mesh.F[:nf]
         shade = np.clip(sh_basis(vertex_normals(Vf, Ff)) @ source.sh, 0, None)
         r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H),
                                   vertex_colors=np.clip(source.albedo * shade, 0, 1), ambient=1.0, diffuse=0.0)
         model_img = r.color_uint8()
-        region = cv2.dilate(face_unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & face_px
+        region = cv2.dilate(face_unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & front_px
         mask8 = region.astype(np.uint8) * 255
         ys, xs = np.nonzero(mask8)
         if 2 <= ys.min() and ys.max() < H - 2 and 2 <= xs.min() and xs.max() < W - 2:
@@ -153,7 +161,7 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     on_head = covered & source.head_triangles[np.maximum(tri, 0)]
     revealed = (unseen & ~on_head) | ~covered
     img[revealed] = source.plate[revealed]  # the background stays: what the head uncovers is the plate there
-    head_holes = unseen & on_head & ~face_px  # the head's own anchors (hair, ears) seen too thinly: inpainted
+    head_holes = unseen & on_head & ~front_px  # the rest of the head (hair, ears, temples, neck): inpainted
     if head_holes.any():
         img = cv2.inpaint(img, head_holes.astype(np.uint8), 3, cv2.INPAINT_TELEA)
     invented = revealed | head_holes

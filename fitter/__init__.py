@@ -10,6 +10,8 @@ The Python API (see the README's "Python" section and examples/api_*.py):
     fitter.evaluate_mesh(model, reg.vertices, scan)    # MICC-protocol error, mm
     res = fitter.reconstruct_video(model, "video.mjpg")  # MultiViewResult: .neutral (N, 3) mm, .joint, .records
     fitter.write_multiview(res, model, "out/video")      # identity.obj, texture.png, params.json, frames.png
+    cap = fitter.RegisteredCapture.of(model, "name", color, depth, K, reg)  # or fitter.load_registered_capture
+    s = fitter.synthesize(model, fitter.prepare_source(model, cap), 45, 0)  # Sample: .image, .invented, labels
 
 The entry points are imported on first use, so `import fitter` stays light.
 """
@@ -30,6 +32,8 @@ _API = {  # name -> module that defines it
     "reconstruct_video": "video", "reconstruct_photos": "video", "write_multiview": "video",
     "MultiViewResult": "video",
     "run_batch": "batch", "WorkItem": "batch",
+    "RegisteredCapture": "capture", "load_registered_capture": "capture", "register_capture": "capture",
+    "prepare_source": "augment.sample", "synthesize": "augment.sample", "Sample": "augment.sample",
 }
 
 __all__ = ["FacefitError", "InputError", "ModelInstallError", "ModelNotInstalledError", "NoFaceError",

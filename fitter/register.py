@@ -375,14 +375,18 @@ def _lift_onto_depth(prepared, face, V0, depth, K, times):
     # a face's landmarks fit the depth under them to a few mm and its nose stands out in front of the eye
     # corners; a flat, unrelated or misregistered depth map does neither
     # (measured along the face's forward axis from the coarse fit, so that a turned face passes too)
-    nose_eyes = np.vstack([depth_at(depth, face.points[[4]], K, nearest=True),
-                           depth_at(depth, face.points[[33, 133, 362, 263]], K)])
+    # (a hole at the nose tip: the nearest depth around it; no depth there at all: the check is not made)
+    nose = depth_at(depth, face.points[[4]], K, nearest=True)[0]
+    if not np.isfinite(nose).all():
+        nose = depth_at(depth, face.points[[4]], K, window=8, nearest=True)[0]
+    eyes = depth_at(depth, face.points[[33, 133, 362, 263]], K)
+    eyes = eyes[np.isfinite(eyes).all(1)]
     forward = split_similarity(model, V0)[1] @ np.array([0.0, 0.0, 1.0])  # the model's +z: towards the viewer
-    eyes = nose_eyes[1:][np.isfinite(nose_eyes[1:]).all(1)]
-    relief = float((nose_eyes[0] - eyes.mean(0)) @ forward) if len(eyes) >= 2 and np.isfinite(nose_eyes[0]).all() \
-        else 0.0
-    times["nose_relief_mm"] = relief
-    if keep.sum() < 10 or lift_residual > LIFT_RESIDUAL_MAX_MM or relief < MIN_NOSE_RELIEF_MM or not 0.5 < s_ < 2.0:
+    relief = float((nose - eyes.mean(0)) @ forward) if len(eyes) >= 2 and np.isfinite(nose).all() else np.nan
+    if np.isfinite(relief):
+        times["nose_relief_mm"] = relief
+    flat = np.isfinite(relief) and relief < MIN_NOSE_RELIEF_MM
+    if keep.sum() < 10 or lift_residual > LIFT_RESIDUAL_MAX_MM or flat or not 0.5 < s_ < 2.0:
         raise NoFaceError(f"the depth under the detected face does not match a face (landmark residual "
                           f"{lift_residual:.1f} mm, nose {relief:.0f} mm in front of the eyes, scale {s_:.2f}): "
                           f"is the depth registered to the colour image?")

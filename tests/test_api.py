@@ -42,6 +42,13 @@ def test_example_register_rgbd_on_a_synthetic_capture(ict_model, tmp_path):
     assert median < 2.5
 
 
+def test_example_augment_on_a_synthetic_capture(ict_model, tmp_path):
+    out = run_python([REPO / "examples" / "api_augment.py", "--seed", "7", "-o", tmp_path / "ds"], cwd=tmp_path)
+    errors = [float(e) for e in re.findall(r"label error ([\d.]+) % IOD", out)]
+    assert len(errors) == 5 and max(errors) < 2.5  # % of the interocular distance (median 1.2-1.4 % measured)
+    assert "yaw  +0: face yaw" in out and (tmp_path / "ds" / "index.csv").read_text().count("\n") == 4
+
+
 def test_examples_register_scan_and_evaluate(ict_model, tmp_path):
     scan = need(SHARED / "data" / "scan-meshmonk" / "DemoFace_10K.obj", "MeshMonk scan")
     out = run_python([REPO / "examples" / "api_register_scan.py", scan, "-o", tmp_path / "reg"], cwd=tmp_path)

@@ -174,8 +174,8 @@ def augment_capture(prepared, capture, folder, yaws=DEFAULT_YAWS, pitches=DEFAUL
 
 
 def sheet_tile(sample, caption):
-    """A SHEET_TILE² tile of a sample around its face: landmarks (green visible, red hidden), the filled
-    pixels tinted blue, the pose written."""
+    """A SHEET_TILE² tile of a sample around its 68 landmarks: landmarks (green visible, red hidden), the
+    filled pixels tinted blue, the pose written."""
     from ..camera import crop_image, square_box
     from ..draw import draw_points, draw_text
 
@@ -184,8 +184,7 @@ def sheet_tile(sample, caption):
     img[tint] = (0.6 * img[tint] + np.array([0, 0, 0.4 * 255])).astype(np.uint8)
     img = draw_points(img, sample.landmarks_68[sample.visible_68], (0, 255, 0), 1.2)
     img = draw_points(img, sample.landmarks_68[~sample.visible_68], (255, 40, 40), 1.2)
-    x0, y0, x1, y1 = sample.face_box
-    box = square_box(np.array([[x0, y0], [x1, y1]]), 0.25, whole_pixels=True) if x1 > x0 else (0, 0, max(img.shape[:2]))
+    box = square_box(sample.landmarks_68, 0.3, whole_pixels=True)  # around the face, as the landmarks say
     tile, _ = crop_image(img, box, SHEET_TILE)
     return draw_text(tile, [caption], origin=(6, 16), scale=0.45)
 

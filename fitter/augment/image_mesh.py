@@ -75,11 +75,13 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     uf = cam.project(Vf)
     silhouette = get_renderer().render(Vf, Ff, cam).mask
     face_width = max(float(np.ptp(uf[:, 0])), 1.0)
-    # the head beyond the face area (scalp, hair, ears, neck): the whole model's silhouette, widened for hair
+    # the head beyond the face area (scalp, hair, ears, neck): the model head's silhouette, widened for hair
     grow = int(round(HEAD_MARGIN_FACE_WIDTHS * face_width))
     from scipy.ndimage import distance_transform_edt
 
-    r_head = get_renderer().render(V_cam, prepared.render_faces, cam)
+    head_regions = [r for r in ("face", "head_and_neck") if r in model.regions] or list(model.regions)
+    r_head = get_renderer().render(V_cam, model.faces_in(*head_regions) if head_regions else prepared.render_faces,
+                                   cam)  # the head and neck, not the shoulders
     head = cv2.dilate(r_head.mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)) > 0
     nearest = distance_transform_edt(~r_head.mask, return_distances=False, return_indices=True)
     head_depth = r_head.depth[nearest[0], nearest[1]]  # the model head's depth at (or nearest to) each pixel

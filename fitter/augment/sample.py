@@ -6,8 +6,10 @@ are the registration moved by the same rigid transform.
 What is invented (the `invented` mask):
 - front of the face the source never saw (turned away from the source camera or hidden behind the nose), or saw too
   obliquely (beyond GRAZING_COS) for the new pose, which enlarges it more than SHEET_STRETCH: drawn from the
-  face's albedo under the SH light fitted to the source (fitter.texture.fit_texture) and blended in by
-  Poisson editing (cv2.seamlessClone), so its gradients are the model's and its level the image's;
+  source's colours at the mirror vertices (the face's symmetry, relit by the fitted SH shading), else from
+  the face's albedo under the SH light fitted to the source (fitter.texture.fit_texture) — the light
+  turning with the head, as the seen pixels' shading does — and blended in by Poisson editing
+  (cv2.seamlessClone), so that its level meets the image's;
 - background the source never saw: the rubber sheets between the head and what lies behind it, where the
   new pose stretches them more than SHEET_STRETCH, and pixels no surface covers: taken from the plate, the
   source with the head inpainted out (Telea, once per capture), at the same pixel (the background stays);
@@ -42,6 +44,7 @@ DEFAULT_PITCHES = (-20, 0, 20)
 MAX_PITCH_DEG = 25.0
 SHEET_STRETCH = 1.5  # a thin triangle stretched by more than this (area) shows what the source did not
 GRAZING_COS = 0.2    # face seen more obliquely than ~78° is thin: the source has too few of its pixels
+MIRROR_MIN_COS = 0.4  # a mirror vertex lends its colour when the source saw it within ~66° of square on
 PLATE_MARGIN_PX = 4  # the head's mask is widened by this before it is inpainted out of the source (the plate)
 
 
@@ -59,8 +62,7 @@ class AugmentSource:
     front_triangles: np.ndarray  # (T,) bool: the front of the face (the model's front region)
     thin: np.ndarray          # (T,) bool: seen with few pixels — rubber sheets, face seen at a grazing angle
     source_areas: np.ndarray  # (T,) px² of each triangle in the source image
-    albedo: np.ndarray        # (n_face_vertices, 3) face-area albedo in [0, 1]
-    sh: np.ndarray            # (9, 3) SH light fitted to the source
+    fill: np.ndarray          # (n_face_vertices, 3) in [0, 1]: the colours of unseen face (`fill_colors`)
 
 
 def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smoothness=0.1):
@@ -89,9 +91,42 @@ def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smooth
     # (only the front of the face is redrawn when it was seen too obliquely: the rest of the head, stretched,
     # still looks like the person's hair and ears, where a fill would not)
     thin = rubber_sheets(mesh) | (front & (cos > 0) & (cos < GRAZING_COS))
+    fill = fill_colors(prepared, mesh, capture.color, source_depth, appearance)
     return AugmentSource(capture, mesh, source_depth, plate, cos > 0, mesh.rigid[mesh.F].all(1), front, thin,
-                         image_areas(mesh.source_px, mesh.F), appearance.albedo[mesh.face_vertices],
-                         np.asarray(appearance.sh, float))
+                         image_areas(mesh.source_px, mesh.F), fill)
+
+
+def fill_colors(prepared, mesh: ImageMesh, color, source_depth, appearance):
+    """(n_face_vertices, 3) in [0, 1]: the colour each face vertex gets where the source did not see it, under
+    the source's light (which turns with the head, as the seen pixels' shading does): the source's colour
+    at its mirror vertex (the face's symmetry), relit by the ratio of the SH shading at the two, where the
+    source saw the mirror vertex squarely; else the fitted albedo under the fitted SH light."""
+    from ..mesh import vertex_normals
+    from ..render import depth_visible
+    from ..texture import sample_image, sh_basis
+
+    nv = mesh.n_face_vertices
+    Vf, Ff = mesh.X[:nv], mesh.F[:mesh.n_face_triangles]
+    normals = vertex_normals(Vf, Ff)
+    shade = np.clip(sh_basis(normals) @ np.asarray(appearance.sh, float), 1e-3, None)  # (nv, 3)
+    out = np.clip(appearance.albedo[mesh.face_vertices] * shade, 0, 1)
+    # the mirror of each face vertex, among the face vertices
+    local = -np.ones(prepared.model.n_vertices, np.int64)
+    local[mesh.face_vertices] = np.arange(nv)
+    i, j = prepared.mirror_pairs("face")
+    mirror = -np.ones(nv, np.int64)
+    ok = (local[i] >= 0) & (local[j] >= 0)
+    mirror[local[i[ok]]] = local[j[ok]]
+    W, H = mesh.size
+    z = Vf[:, 2]
+    cos = (normals * -Vf).sum(1) / np.linalg.norm(Vf, axis=1)
+    seen = (cos > MIRROR_MIN_COS) & depth_visible(np.clip(mesh.source_px[:nv], 0, [W - 1, H - 1]), z, source_depth,
+                                                   np.maximum(2.0, 0.005 * z), window=1)
+    use = (mirror >= 0) & seen[np.maximum(mirror, 0)]
+    m = mirror[use]
+    observed = sample_image(np.asarray(color, np.float32) / 255.0, mesh.source_px[m])[:, :3]
+    out[use] = np.clip(observed * shade[use] / shade[m], 0, 1)
+    return out
 
 
 def head_rotation(yaw_deg, pitch_deg, roll_deg=0.0):
@@ -125,9 +160,6 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     centre): the image, what was invented, and the labels (see the module docstring)."""
     import cv2
 
-    from ..mesh import vertex_normals
-    from ..texture import sh_basis
-
     if abs(pitch_deg) > MAX_PITCH_DEG or abs(yaw_deg) > 90:
         raise ValueError(f"yaw {yaw_deg} / pitch {pitch_deg}: |yaw| <= 90 and |pitch| <= {MAX_PITCH_DEG} degrees")
     mesh, cap = source.mesh, source.capture
@@ -145,9 +177,8 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     face_unseen = unseen & front_px  # the front of the face, where the model's albedo is the person's
     if face_unseen.any():
         Vf, Ff = view.vertices[:mesh.n_face_vertices], mesh.F[:nf]
-        shade = np.clip(sh_basis(vertex_normals(Vf, Ff)) @ source.sh, 0, None)
-        r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H),
-                                  vertex_colors=np.clip(source.albedo * shade, 0, 1), ambient=1.0, diffuse=0.0)
+        r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H), vertex_colors=source.fill,
+                                  ambient=1.0, diffuse=0.0)
         model_img = r.color_uint8()
         region = cv2.dilate(face_unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & front_px
         mask8 = region.astype(np.uint8) * 255

@@ -13,9 +13,9 @@ What is invented (the `invented` mask):
 - background the source never saw: the rubber sheets between the head and what lies behind it, where the
   new pose stretches them more than SHEET_STRETCH, and pixels no surface covers: taken from the plate, the
   source with the head inpainted out (Telea, once per capture), at the same pixel (the background stays);
-- the rest of the head (the face area beyond the front of the face — temples, ears, neck — and the head's
-  anchors: hair) where the source did not see it or saw it too thinly: inpainted from around it (the
-  model's albedo is not the person's hair).
+- the rest of the face area (temples, ears, neck) the same way where its mirror side was seen, and the rest
+  of the head (the head's anchors: hair) where unseen: inpainted from around it (the model's albedo is not
+  the person's hair).
 Background is never drawn over the face: the face area is rendered with the image mesh, in one z-buffer.
 
 Labels of a sample, in its camera (the source camera; the head moved):
@@ -59,7 +59,7 @@ class AugmentSource:
     plate: np.ndarray         # (H, W, 3) uint8: the source with the head inpainted (the background behind it)
     facing: np.ndarray        # (T,) bool: triangles facing the source camera (the source drew them)
     head_triangles: np.ndarray  # (T,) bool: the face's and the head's (all three vertices turn with the head)
-    front_triangles: np.ndarray  # (T,) bool: the front of the face (the model's front region)
+    fillable: np.ndarray      # (T,) bool: face redrawn from `fill` where unseen (the front; the rest if mirrored)
     thin: np.ndarray          # (T,) bool: seen with few pixels — rubber sheets, face seen at a grazing angle
     source_areas: np.ndarray  # (T,) px² of each triangle in the source image
     fill: np.ndarray          # (n_face_vertices, 3) in [0, 1]: the colours of unseen face (`fill_colors`)
@@ -88,16 +88,21 @@ def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smooth
     front = np.zeros(len(mesh.F), bool)
     in_front = np.isin(mesh.face_vertices, prepared.model.region(prepared.model.front_region()))
     front[:mesh.n_face_triangles] = in_front[mesh.F[:mesh.n_face_triangles]].all(1)
-    # (only the front of the face is redrawn when it was seen too obliquely: the rest of the head, stretched,
-    # still looks like the person's hair and ears, where a fill would not)
-    thin = rubber_sheets(mesh) | (front & (cos > 0) & (cos < GRAZING_COS))
-    fill = fill_colors(prepared, mesh, capture.color, source_depth, appearance)
-    return AugmentSource(capture, mesh, source_depth, plate, cos > 0, mesh.rigid[mesh.F].all(1), front, thin,
+    fill, mirrored = fill_colors(prepared, mesh, capture.color, source_depth, appearance)
+    # what is redrawn where unseen: the front of the face, and the rest of the face area where the mirror side
+    # was seen (the other temple, cheek, ear); the rest of the head is inpainted
+    fillable = front.copy()
+    fillable[:mesh.n_face_triangles] |= mirrored[mesh.F[:mesh.n_face_triangles]].all(1)
+    # (and redrawn when seen too obliquely; the rest of the head, stretched, still looks like the person's
+    # hair, where an inpainting would not)
+    thin = rubber_sheets(mesh) | (fillable & (cos > 0) & (cos < GRAZING_COS))
+    return AugmentSource(capture, mesh, source_depth, plate, cos > 0, mesh.rigid[mesh.F].all(1), fillable, thin,
                          image_areas(mesh.source_px, mesh.F), fill)
 
 
 def fill_colors(prepared, mesh: ImageMesh, color, source_depth, appearance):
-    """(n_face_vertices, 3) in [0, 1]: the colour each face vertex gets where the source did not see it, under
+    """((n_face_vertices, 3) in [0, 1], (n_face_vertices,) bool mirrored): the colour each face vertex gets where
+    the source did not see it, under
     the source's light (which turns with the head, as the seen pixels' shading does): the source's colour
     at its mirror vertex (the face's symmetry), relit by the ratio of the SH shading at the two, where the
     source saw the mirror vertex squarely; else the fitted albedo under the fitted SH light."""
@@ -126,7 +131,7 @@ def fill_colors(prepared, mesh: ImageMesh, color, source_depth, appearance):
     m = mirror[use]
     observed = sample_image(np.asarray(color, np.float32) / 255.0, mesh.source_px[m])[:, :3]
     out[use] = np.clip(observed * shade[use] / shade[m], 0, 1)
-    return out
+    return out, use
 
 
 def head_rotation(yaw_deg, pitch_deg, roll_deg=0.0):
@@ -173,8 +178,8 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     unseen = covered & ~seen_pixels(mesh, view, source.source_depth, source.facing)
     unseen[covered] |= stretched[tri[covered]]
     face_px = covered & (tri >= 0) & (tri < nf)
-    front_px = covered & source.front_triangles[np.maximum(tri, 0)]
-    face_unseen = unseen & front_px  # the front of the face, where the model's albedo is the person's
+    front_px = covered & source.fillable[np.maximum(tri, 0)]
+    face_unseen = unseen & front_px  # the face that can be redrawn (the person's own colours or albedo)
     if face_unseen.any():
         Vf, Ff = view.vertices[:mesh.n_face_vertices], mesh.F[:nf]
         r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H), vertex_colors=source.fill,

@@ -541,8 +541,8 @@ def write_registration(reg: Registration, model, outdir, overlay=None, capture=N
     see `facefit register`) and, when given, overlay.png — each written atomically."""
     d = Path(outdir)
     write_obj(d / "registered.obj", reg.vertices, model.faces)
-    coefficients = {k: np.asarray(v, np.float64) for k, v in (("identity", reg.identity), ("expression", reg.expression))
-                    if v is not None}
+    coefficients = {k: np.asarray(v, np.float64)
+                    for k, v in (("identity", reg.identity), ("expression", reg.expression)) if v is not None}
     save_npz_atomic(d / "s_morph.npz", s_morph=reg.s_morph.astype(np.float32), f=np.float64(reg.scale),
                     R=reg.R, t=reg.t, model=np.array(model.name),
                     model_sha256=np.array(str(model.metadata.get("model_sha256"))), **coefficients)

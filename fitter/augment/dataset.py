@@ -163,7 +163,8 @@ def augment_capture(prepared, capture, folder, yaws=DEFAULT_YAWS, pitches=DEFAUL
             rows.append({"sample": name, "capture": capture.name, "image": f"{capture.name}/{name}.jpg",
                          "yaw_delta": yaw, "pitch_delta": pitch, "yaw": round(s.angles[0], 3),
                          "pitch": round(s.angles[1], 3), "roll": round(s.angles[2], 3),
-                         "visible_68": int(s.visible_68.sum()), "invented_fraction": round(float(s.invented.mean()), 5)})
+                         "visible_68": int(s.visible_68.sum()),
+                         "invented_fraction": round(float(s.invented.mean()), 5)})
             tiles.append(sheet_tile(s, f"{yaw:g}/{pitch:g}"))
     t_samples = time.perf_counter() - t0
     from ..draw import contact_sheet
@@ -297,6 +298,7 @@ def build_dataset(prepared_name, root, outdir, yaws=DEFAULT_YAWS, pitches=DEFAUL
     w.writeheader()
     w.writerows(rejected)
     write_text_atomic(Path(outdir) / "rejected.csv", out.getvalue())
-    write_json_atomic(Path(outdir) / "thresholds.json", {k: {"kind": a, "bound": b} for k, (a, b) in QUALITY_THRESHOLDS.items()})
+    write_json_atomic(Path(outdir) / "thresholds.json",
+                      {k: {"kind": a, "bound": b} for k, (a, b) in QUALITY_THRESHOLDS.items()})
     rebuild_index(outdir)
     return summary, accepted, rejected

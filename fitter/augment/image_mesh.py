@@ -31,22 +31,21 @@ SUPPORT_MM = 15.0               # a face-area vertex beyond the front of the fac
 HEAD_DENSITY = 2                # anchors on the head are this many times denser (per axis) than elsewhere
 HEAD_MARGIN_FACE_WIDTHS = 0.15  # the model head's silhouette widened by this (hair) to find the head's anchors
 SHEET_SLOPE = 3.0               # a background triangle steeper than this (depth span / width) is a rubber sheet
-SHEET_STRETCH = 1.5             # ... and what it shows is invented where a pose stretches it more than this
 HEAD_DEPTH_SLACK_MM = 40.0      # a head anchor's depth is within this of the model head's (hair, fit error)
 
 
 @dataclass
 class ImageMesh:
-    X: np.ndarray            # (K, 3) source camera frame, mm: the face-area vertices first, then the anchors
+    X: np.ndarray            # (K, 3) source camera frame, mm: the face's vertices first, then the anchors
     source_px: np.ndarray    # (K, 2) each vertex's pixel in the source image
-    F: np.ndarray            # (T, 3) int32: the face area's triangles first, then the background's
+    F: np.ndarray            # (T, 3) int32: the face's triangles first, then the anchors' (Delaunay)
     n_face_vertices: int
     n_face_triangles: int
     K: np.ndarray            # (3, 3) the source camera
     size: tuple              # (W, H)
     face_vertices: np.ndarray  # (n_face_vertices,) the model's vertex of each face vertex
-    follow: np.ndarray = None  # (K,) how much each vertex moves with the head (1: the face area, the head)
-    rigid: np.ndarray = None   # (K,) bool: turns rigidly with the head (the face area and the head's anchors)
+    follow: np.ndarray = None  # (K,) how much each vertex moves with the head (1: the face, the head)
+    rigid: np.ndarray = None   # (K,) bool: turns rigidly with the head (the face and the head's anchors)
     leader: np.ndarray = None  # (K,) the head vertex whose image motion a background anchor follows
 
     @property
@@ -58,6 +57,8 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     """The image mesh of a registered capture. V_cam: (N, 3) the registration (the whole model) in the camera
     frame, mm; K: (3, 3) px; depth: (H, W) mm, 0/NaN = missing (its size is the image's)."""
     import cv2
+    from scipy.ndimage import distance_transform_edt
+    from scipy.spatial import cKDTree
 
     H, W = np.asarray(depth).shape
     model, area = prepared.model, prepared.face_area
@@ -77,12 +78,11 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     face_width = max(float(np.ptp(uf[:, 0])), 1.0)
     # the head beyond the face area (scalp, hair, ears, neck): the model head's silhouette, widened for hair
     grow = int(round(HEAD_MARGIN_FACE_WIDTHS * face_width))
-    from scipy.ndimage import distance_transform_edt
-
-    head_regions = [r for r in ("face", "head_and_neck") if r in model.regions] or list(model.regions)
+    head_regions = [r for r in ("face", "head_and_neck") if r in model.regions]  # not the shoulders
     r_head = get_renderer().render(V_cam, model.faces_in(*head_regions) if head_regions else prepared.render_faces,
-                                   cam)  # the head and neck, not the shoulders
-    head = cv2.dilate(r_head.mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)) > 0
+                                   cam)
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * grow + 1,) * 2)
+    head = cv2.dilate(r_head.mask.astype(np.uint8), disc) > 0
     nearest = distance_transform_edt(~r_head.mask, return_distances=False, return_indices=True)
     head_depth = r_head.depth[nearest[0], nearest[1]]  # the model head's depth at (or nearest to) each pixel
     near_face = cv2.dilate(silhouette.astype(np.uint8), np.ones((2 * FACE_MARGIN_PX + 1,) * 2, np.uint8)) > 0
@@ -106,9 +106,10 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     probes = [P.mean(1), (P[:, 0] + P[:, 1]) / 2, (P[:, 1] + P[:, 2]) / 2, (P[:, 2] + P[:, 0]) / 2]
     T = T[~np.all([on(inner, q) for q in probes], axis=0)]
     index = np.concatenate([border, len(Vf) + np.arange(len(anchors))])  # Delaunay point -> mesh vertex
-    # anchors on the head (inside its silhouette, observed at its depth) turn with it; the rest follow less with their
-    # distance from the head, so that the warp stays in a ring around it
-    on_head = on(head, anchors) & (observed[len(border):] > 0) & (np.abs(d - on(head_depth, anchors)) < HEAD_DEPTH_SLACK_MM)
+    # anchors on the head (inside its silhouette, observed at its depth) turn with it; the rest follow less
+    # with their distance from the head, so that the warp stays in a ring around it
+    on_head = on(head, anchors) & (observed[len(border):] > 0) & \
+        (np.abs(d - on(head_depth, anchors)) < HEAD_DEPTH_SLACK_MM)
     moving = silhouette.copy()
     a_px = np.clip(np.rint(anchors).astype(int), [0, 0], [W - 1, H - 1])
     moving[a_px[on_head, 1], a_px[on_head, 0]] = True
@@ -123,8 +124,6 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     X = np.vstack([Vf, Xa])
     px_all = np.vstack([uf, anchors])
     rigid = np.concatenate([np.ones(len(Vf), bool), on_head])
-    from scipy.spatial import cKDTree
-
     heads = np.flatnonzero(rigid)
     leader = np.arange(len(X))
     leader[~rigid] = heads[cKDTree(px_all[heads]).query(px_all[~rigid])[1]]

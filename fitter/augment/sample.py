@@ -4,19 +4,18 @@ face centre, the image synthesised from the source's pixels through the image me
 are the registration moved by the same rigid transform.
 
 What is invented (the `invented` mask):
-- front of the face the source never saw (turned away from the source camera or hidden behind the nose), or saw too
-  obliquely (beyond GRAZING_COS) for the new pose, which enlarges it more than SHEET_STRETCH: drawn from the
-  source's colours at the mirror vertices (the face's symmetry, relit by the fitted SH shading), else from
-  the face's albedo under the SH light fitted to the source (fitter.texture.fit_texture) — the light
-  turning with the head, as the seen pixels' shading does — and blended in by Poisson editing
-  (cv2.seamlessClone), so that its level meets the image's;
-- background the source never saw: the rubber sheets between the head and what lies behind it, where the
-  new pose stretches them more than SHEET_STRETCH, and pixels no surface covers: taken from the plate, the
-  source with the head inpainted out (Telea, once per capture), at the same pixel (the background stays);
-- the rest of the face area (temples, ears, neck) the same way where its mirror side was seen, and the rest
-  of the head (the head's anchors: hair) where unseen: inpainted from around it (the model's albedo is not
-  the person's hair).
-Background is never drawn over the face: the face area is rendered with the image mesh, in one z-buffer.
+- face the source never saw (turned away from the source camera, hidden behind the nose), or saw too
+  obliquely (beyond GRAZING_COS) for a pose that enlarges it more than SHEET_STRETCH, is redrawn: from the
+  source's colours at the mirror vertices (the face's symmetry, relit by the ratio of the fitted SH
+  shading), else — on the front of the face — from the albedo under the SH light fitted to the source
+  (fitter.texture.fit_texture). The light turns with the head, as the seen pixels' shading does. The
+  redrawn region is blended in by Poisson editing (cv2.seamlessClone), so that its level meets the image's;
+- background the source never saw — the rubber sheets between the head and what lies behind it, where the
+  new pose stretches them more than SHEET_STRETCH, and pixels no surface covers — is taken from the plate,
+  the source with the head inpainted out (Telea, once per capture), at the same pixel (the background stays);
+- the rest of the head the source never saw (hair, the side of the head where neither side was seen
+  squarely) is inpainted from around it (the model's albedo is not the person's hair).
+Background is never drawn over the face: the head is rendered over it (fitter.augment.image_mesh).
 
 Labels of a sample, in its camera (the source camera; the head moved):
 - `R`, `t`, `scale`: V = scale R (mean + S_morph) + t for the registration's vertices (S1 Eq. 7);
@@ -27,7 +26,7 @@ Labels of a sample, in its camera (the source camera; the head moved):
 - `landmarks_478` (MediaPipe order, the model's landmark embedding, its contour at the face's yaw) and
   `landmarks_68` (iBUG order, fitter.landmarks.to_68), pixels, with a visibility flag each: in the image
   and not hidden behind the sample's own surface (the project's depth test);
-- `face_box`: [x0, y0, x1, y1] px of the face area's pixels in the sample.
+- `face_box`: [x0, y0, x1, y1] px of the face's pixels in the sample.
 """
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ import numpy as np
 
 from ..camera import MODEL_TO_OPENCV, Camera, angles_of_rotation, rotation_matrix
 from ..capture import RegisteredCapture
+from ..errors import InputError
 from ..render import depth_visible, get_renderer
 from .image_mesh import (ImageMesh, build_image_mesh, image_areas, render_pose, rubber_sheets, seen_pixels,
                          source_cosines)
@@ -101,11 +101,11 @@ def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smooth
 
 
 def fill_colors(prepared, mesh: ImageMesh, color, source_depth, appearance):
-    """((n_face_vertices, 3) in [0, 1], (n_face_vertices,) bool mirrored): the colour each face vertex gets where
-    the source did not see it, under
-    the source's light (which turns with the head, as the seen pixels' shading does): the source's colour
-    at its mirror vertex (the face's symmetry), relit by the ratio of the SH shading at the two, where the
-    source saw the mirror vertex squarely; else the fitted albedo under the fitted SH light."""
+    """The colour each face vertex gets where the source did not see it, under the source's light (which
+    turns with the head, as the seen pixels' shading does): the source's colour at its mirror vertex (the
+    face's symmetry), relit by the ratio of the SH shading at the two, where the source saw the mirror
+    vertex within ~66° of square on (MIRROR_MIN_COS); else the fitted albedo under the fitted SH light.
+    Returns ((n_face_vertices, 3) in [0, 1], (n_face_vertices,) bool: from the mirror)."""
     from ..mesh import vertex_normals
     from ..render import depth_visible
     from ..texture import sample_image, sh_basis
@@ -166,7 +166,8 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     import cv2
 
     if abs(pitch_deg) > MAX_PITCH_DEG or abs(yaw_deg) > 90:
-        raise ValueError(f"yaw {yaw_deg} / pitch {pitch_deg}: |yaw| <= 90 and |pitch| <= {MAX_PITCH_DEG} degrees")
+        raise InputError(f"yaw {yaw_deg} / pitch {pitch_deg}: give |yaw| <= 90 and |pitch| <= {MAX_PITCH_DEG} "
+                         f"degrees")
     mesh, cap = source.mesh, source.capture
     W, H = mesh.size
     R_head = head_rotation(yaw_deg, pitch_deg)

@@ -47,7 +47,8 @@ def labels(prepared, n_captures=4, seed=0, log=print):
     for k in range(n_captures):
         cap = synthetic_rgbd(prepared, np.random.default_rng(seed + 100 + k), occluders=False)
         reg = register_rgbd(prepared, cap["color"], cap["depth"], cap["K"])
-        src = prepare_source(prepared, RegisteredCapture.of(prepared, f"syn{k}", cap["color"], cap["depth"], cap["K"], reg))
+        capture = RegisteredCapture.of(prepared, f"syn{k}", cap["color"], cap["depth"], cap["K"], reg)
+        src = prepare_source(prepared, capture)
         for yaw in YAWS:
             s = synthesize(prepared, src, yaw, 0)
             T = s.source_to_sample
@@ -62,8 +63,9 @@ def labels(prepared, n_captures=4, seed=0, log=print):
                 missed[yaw] = missed.get(yaw, 0) + 1
         log(f"labels: capture {k + 1}/{n_captures} done")
     return {"captures": n_captures, "label_error_iod_median_by_abs_yaw": _by_abs_yaw(errors),
-            "label_error_iod_max_by_abs_yaw": {str(a): round(float(max(max(errors[y]) for y in (a, -a) if y in errors)), 5)
-                                               for a in sorted({abs(y) for y in YAWS})},
+            "label_error_iod_max_by_abs_yaw": {
+                str(a): round(float(max(max(errors[y]) for y in (a, -a) if y in errors)), 5)
+                for a in sorted({abs(y) for y in YAWS})},
             "mediapipe_nme_iod_by_abs_yaw": _by_abs_yaw(nme),
             "mediapipe_missed_by_yaw": {str(k): v for k, v in sorted(missed.items())}}
 

@@ -159,7 +159,7 @@ def load_registered_capture(prepared, reg_dir, name=None):
     re-rendered through its recorded camera). Raises InputError when something is missing or the folder
     was registered with another model."""
     from .io import read_image
-    from .register import read_depth, read_intrinsics
+    from .register import read_depth, read_intrinsics, split_similarity
     from .scan import read_scan, render_scan, texture_colors
     from .store import sha256_file
 
@@ -192,8 +192,6 @@ def load_registered_capture(prepared, reg_dir, name=None):
             depth = read_depth(spec.depth, spec.depth_scale)
     except KeyError as e:
         raise InputError(f"{d}/capture.json: the scan's camera lacks {e}") from e
-    from .register import split_similarity
-
     f, R, t, S = split_similarity(model, V)
     get = lambda k: z[k].astype(np.float64) if k in z.files else None  # noqa: E731
     ref = f"{(d / 's_morph.npz').resolve()} sha256:{sha256_file(d / 's_morph.npz')}"

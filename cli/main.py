@@ -422,7 +422,8 @@ def _angle_options(f):
     f = click.option("--pitches", default="-20,0,20", show_default=True,
                      help="Head pitches in degrees (|pitch| <= 25): 'a,b,c' or 'start:stop:step'.")(f)
     f = click.option("--yaws", default="-90:90:15", show_default=True,
-                     help="Head yaws in degrees (|yaw| <= 90): 'a,b,c' or 'start:stop:step'.")(f)
+                     help="Head yaws in degrees (|yaw| <= 90): 'a,b,c' or 'start:stop:step' (one that starts "
+                          "with a minus: --yaws=-60:60:30).")(f)
     return f
 
 

@@ -62,6 +62,10 @@ def opengl_projection(K, width, height, near, far):
     return P
 
 
+ALL_MAPS = ("color", "normal")
+GEOMETRY_ONLY = ()  # depth, barycentric and triangle maps only
+
+
 class Renderer:
     """One EGL context and shader program, reused for every render of the thread that made it."""
 
@@ -100,11 +104,13 @@ class Renderer:
 
     def render(self, V, F, camera: Camera, width=None, height=None, vertex_colors=None,
                light_dir=(-0.3, -0.4, -0.87), ambient=0.35, diffuse=0.75, background=(0.0, 0.0, 0.0),
-               near=None, far=None) -> RenderResult:
+               near=None, far=None, maps=ALL_MAPS) -> RenderResult:
         """Render triangles `F` of vertices `V` (model frame, mm) seen by `camera`.
 
         vertex_colors: (N, 3) albedo in [0, 1] (default mid grey). light_dir: towards the light, camera
-        frame. near/far (mm) default to the mesh's own depth range.
+        frame. near/far (mm) default to the mesh's own depth range. maps: which of "color" and "normal" to
+        read back besides the depth, barycentric and triangle maps (each read costs ~4 ms at 512²); the
+        others are None in the result.
         """
         width = int(width or camera.width)
         height = int(height or camera.height)
@@ -141,20 +147,23 @@ class Renderer:
                 ctx.disable(ctx.CULL_FACE)
                 fbo.clear(0.0, 0.0, 0.0, 0.0, depth=1.0)  # zero everywhere: no surface, depth 0, id 0
                 vao.render()
-                color = np.empty((height, width, 4), np.uint8)
+                color = np.empty((height, width, 4), np.uint8) if "color" in maps else None
                 geom = np.empty((height, width, 4), np.float32)
                 tri = np.empty((height, width), np.int32)
-                nrm = np.empty((height, width, 3), np.float32)
+                nrm = np.empty((height, width, 3), np.float32) if "normal" in maps else None
                 for attachment, out in zip(fbo.color_attachments, (color, geom, tri, nrm)):
-                    attachment.read_into(out)
+                    if out is not None:
+                        attachment.read_into(out)
             finally:
                 vao.release()
                 vbo.release()
                 ibo.release()
         tri -= 1
-        col = color[..., :3] * np.float32(1 / 255)
-        if any(background):
-            col[tri < 0] = np.asarray(background, np.float32)
+        col = None
+        if color is not None:
+            col = color[..., :3] * np.float32(1 / 255)
+            if any(background):
+                col[tri < 0] = np.asarray(background, np.float32)
         return RenderResult(geom[..., 3], tri, geom[..., :3], nrm, col)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..camera import Camera
 from ..mesh import boundary_vertices, submesh
-from ..render import get_renderer
+from ..render import GEOMETRY_ONLY, get_renderer
 from ..texture import sample_image
 from .anchors import AnchorMesh, grid_anchors, sample_depth, solve_depths
 
@@ -174,7 +174,7 @@ def render_pose(mesh: ImageMesh, image, R_head):
     # what lies behind them)
     head[:mesh.n_face_triangles] &= view_cosines(mesh, X) > 0
     ids = [np.flatnonzero(head), np.flatnonzero(~mesh.rigid[mesh.F].all(1))]
-    rh, rb = (get_renderer().render(X, mesh.F[i], cam) for i in ids)
+    rh, rb = (get_renderer().render(X, mesh.F[i], cam, maps=GEOMETRY_ONLY) for i in ids)
     on_head = rh.mask
     triangle_id = np.where(on_head, ids[0][np.maximum(rh.triangle_id, 0)],
                            np.where(rb.mask, ids[1][np.maximum(rb.triangle_id, 0)], -1))

@@ -184,7 +184,7 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     if face_unseen.any():
         Vf, Ff = view.vertices[:mesh.n_face_vertices], mesh.F[:nf]
         r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H), vertex_colors=source.fill,
-                                  ambient=1.0, diffuse=0.0)
+                                  ambient=1.0, diffuse=0.0, maps=("color",))
         model_img = r.color_uint8()
         region = cv2.dilate(face_unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & front_px
         mask8 = region.astype(np.uint8) * 255

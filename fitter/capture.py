@@ -39,6 +39,34 @@ class CaptureSpec:
     def to_dict(self):
         return {k: v for k, v in asdict(self).items() if v is not None}
 
+    def read_scan(self, notes=None):
+        """The scan of a scan capture (fitter.scan.Scan, mm), its texture applied; `notes` (a list) receives
+        the reader's warnings."""
+        from .scan import read_scan, texture_colors
+
+        scan = read_scan(self.scan, self.units)
+        if notes is not None:
+            notes.extend(scan.notes)
+        if self.texture:
+            scan.colors = texture_colors(scan, self.texture)
+        return scan
+
+    def read_rgbd(self):
+        """(color (H, W, 3) uint8, depth (H, W) float32 mm, K (3, 3)) of an RGB-D capture."""
+        from .io import read_image
+        from .register import read_depth, read_intrinsics
+
+        return read_image(self.color), read_depth(self.depth, self.depth_scale), read_intrinsics(self.intrinsics)
+
+    def scan_camera(self):
+        """The Camera through which a scan capture was registered (recorded in `camera`)."""
+        c = self.camera or {}
+        try:
+            return Camera(np.asarray(c["K"], float), np.asarray(c["R"], float), np.asarray(c["t"], float),
+                          int(c["width"]), int(c["height"]))
+        except KeyError as e:
+            raise InputError(f"the capture record's scan camera lacks {e}: register the scan again") from e
+
     @staticmethod
     def from_dict(d):
         fields = {k: d.get(k) for k in ("kind", "color", "depth", "intrinsics", "scan", "units", "texture", "camera")}
@@ -119,24 +147,15 @@ def register_capture(prepared, spec: CaptureSpec, settings=None, use_color=True,
     """Read and register a capture. Returns (Registration in the capture's own frame — the camera for RGB-D,
     the scan's for a scan —, RegisteredCapture in the camera frame, the spec completed with a scan's
     virtual camera). `notes`: a list that receives the scan reader's warnings."""
-    from .io import read_image
-    from .register import read_depth, read_intrinsics, register_rgbd, register_scan
-    from .scan import read_scan, texture_colors
+    from .register import register_rgbd, register_scan
 
     if spec.kind == "scan":
-        scan = read_scan(spec.scan, spec.units)
-        if notes is not None:
-            notes.extend(scan.notes)
-        if spec.texture:
-            scan.colors = texture_colors(scan, spec.texture)
-        reg, cam = register_scan(prepared, scan, settings, use_color=None if use_color else False)
+        reg, cam = register_scan(prepared, spec.read_scan(notes), settings, use_color=None if use_color else False)
         V_cam = cam.to_camera(reg.vertices)
-        color, depth = reg.view, _scan_depth(scan, cam)
+        color, depth, K = reg.view, reg.view_depth, cam.K
         spec = CaptureSpec(**{**spec.to_dict(), "camera": camera_dict(cam)})
-        K = cam.K
     else:
-        color, K = read_image(spec.color), read_intrinsics(spec.intrinsics)
-        depth = read_depth(spec.depth, spec.depth_scale)
+        color, depth, K = spec.read_rgbd()
         reg = register_rgbd(prepared, color, depth, K, settings, use_color=use_color)
         V_cam = reg.vertices
     name = Path(spec.scan if spec.kind == "scan" else spec.color).parent.name
@@ -147,20 +166,13 @@ def camera_dict(cam: Camera):
     return {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist(), "width": cam.width, "height": cam.height}
 
 
-def _scan_depth(scan, cam: Camera):
-    from .scan import render_scan
-
-    return render_scan(scan, cam).depth.astype(np.float32)
-
-
 def load_registered_capture(prepared, reg_dir, name=None):
     """The RegisteredCapture of a folder written by `facefit register` (registered.obj, s_morph.npz,
     report.json, capture.json): the capture re-read from where capture.json says it came from (a scan
     re-rendered through its recorded camera). Raises InputError when something is missing or the folder
     was registered with another model."""
-    from .io import read_image
-    from .register import read_depth, read_intrinsics, split_similarity
-    from .scan import read_scan, render_scan, texture_colors
+    from .register import split_similarity
+    from .scan import render_scan
     from .store import sha256_file
 
     d = Path(reg_dir)
@@ -176,22 +188,13 @@ def load_registered_capture(prepared, reg_dir, name=None):
     spec = CaptureSpec.from_dict(json.loads((d / "capture.json").read_text()))
     f, R, t, S = float(z["f"]), z["R"], z["t"], z["s_morph"].astype(np.float64)
     V = f * (model.mean + S) @ R.T + t  # the registration in its own frame (S1 Eq. 7)
-    try:
-        if spec.kind == "scan":
-            c = spec.camera or {}
-            cam = Camera(np.asarray(c["K"], float), np.asarray(c["R"], float), np.asarray(c["t"], float),
-                         int(c["width"]), int(c["height"]))
-            scan = read_scan(spec.scan, spec.units)
-            if spec.texture:
-                scan.colors = texture_colors(scan, spec.texture)
-            res = render_scan(scan, cam)
-            color, depth, K = res.color_uint8(), res.depth.astype(np.float32), cam.K
-            V = cam.to_camera(V)
-        else:
-            color, K = read_image(spec.color), read_intrinsics(spec.intrinsics)
-            depth = read_depth(spec.depth, spec.depth_scale)
-    except KeyError as e:
-        raise InputError(f"{d}/capture.json: the scan's camera lacks {e}") from e
+    if spec.kind == "scan":
+        cam = spec.scan_camera()
+        res = render_scan(spec.read_scan(), cam)  # the registration's own view of it (register_scan's render)
+        color, depth, K = res.color_uint8(), res.depth.astype(np.float32), cam.K
+        V = cam.to_camera(V)
+    else:
+        color, depth, K = spec.read_rgbd()
     f, R, t, S = split_similarity(model, V)
     get = lambda k: z[k].astype(np.float64) if k in z.files else None  # noqa: E731
     ref = f"{(d / 's_morph.npz').resolve()} sha256:{sha256_file(d / 's_morph.npz')}"

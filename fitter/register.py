@@ -227,6 +227,7 @@ class Registration:
     landmarks: tuple = None       # (face-area vertex ids (L,), targets (L, 3)): the NICP landmark term
     target: Target = None         # what was registered to (camera frame)
     view: np.ndarray = None       # (H, W, 3) uint8: a scan registration's virtual view (the overlay's image)
+    view_depth: np.ndarray = None  # (H, W) float32 mm: that view's depth (0 = no scan)
     identity: np.ndarray = None   # (P,) the coarse fit's identity coefficients (the start of T-ICP)
     expression: np.ndarray = None  # (E,) and its expression coefficients
 
@@ -291,32 +292,31 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     f, R, t, S_morph = split_similarity(prepared.model, V)
     times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
     report = _report(res, use_color, lv, lift, target, dom, times)
-    report["landmark_error_iod"] = round(landmark_error_iod(prepared, V, K, face.points), 5)
-    iod = lmk.outer_interocular(face.points)
+    uv, iod = _landmarks_px(prepared, V, K, R), lmk.outer_interocular(face.points)
+    report["landmark_error_iod"] = round(landmark_error_iod(prepared, uv, face.points, iod), 5)
     report["lift_residual_mm"] = round(float(times["lift_residual_mm"]), 4)
-    report["drift_iod"] = round(landmark_error_iod(prepared, V, K, _landmarks_px(prepared, V_fit, K), iod), 5)
+    report["drift_iod"] = round(landmark_error_iod(prepared, uv, _landmarks_px(prepared, V_fit, K), iod), 5)
     return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target, identity=identity, expression=expression)
 
 
-def _landmarks_px(prepared, V_cam, K):
-    """(478, 2) the model's landmarks on a mesh (N, 3) in the camera frame, projected through K."""
+def _landmarks_px(prepared, V_cam, K, R=None):
+    """(478, 2) the model's landmarks on a mesh (N, 3) in the camera frame, projected through K; R: the
+    mesh's rotation (split_similarity), for the contour's yaw, when already known."""
     from .camera import yaw_of_rotation
 
-    _, R, _, _ = split_similarity(prepared.model, V_cam)
+    R = split_similarity(prepared.model, V_cam)[1] if R is None else R
     L = prepared.embedding.points(V_cam, prepared.model.faces, yaw_deg=yaw_of_rotation(R))
     return (L @ np.asarray(K, float).T)[:, :2] / L[:, 2:3]
 
 
-def landmark_error_iod(prepared, V_cam, K, reference, iod_px=None):
-    """How well a registration (N, 3), camera frame, lines up with the image: the median 2D distance between
-    its inner landmarks projected through K and `reference` (478, 2) px (the detected landmarks, or the
-    coarse fit's projected ones), over the outer interocular distance (default: the reference's). A depth
-    that is not registered to the colour image shows here: the registration follows the depth, the
-    landmarks the colour."""
+def landmark_error_iod(prepared, uv, reference, iod_px):
+    """How well a registration lines up with the image: the median 2D distance between its inner landmarks
+    `uv` (478, 2) px (`_landmarks_px`) and `reference` (478, 2) px (the detected landmarks, or the coarse
+    fit's projected ones), over the outer interocular distance iod_px. A depth that is not registered to
+    the colour image shows here: the registration follows the depth, the landmarks the colour."""
     inner = np.setdiff1d(np.arange(lmk.N_LANDMARKS), prepared.embedding.contour_ids)
-    d = np.linalg.norm(_landmarks_px(prepared, V_cam, K)[inner] - np.asarray(reference, float)[inner], axis=1)
-    iod = lmk.outer_interocular(reference) if iod_px is None else iod_px
-    return float(np.median(d) / max(iod, 1e-9))
+    d = np.linalg.norm(np.asarray(uv, float)[inner] - np.asarray(reference, float)[inner], axis=1)
+    return float(np.median(d) / max(iod_px, 1e-9))
 
 
 def _detect_and_fit(prepared, color, K, times):
@@ -474,6 +474,7 @@ def register_scan(prepared, scan, settings: NicpSettings = None, n_points=100_00
         reg.vertices, reg.coarse_vertices = reg.vertices / k, reg.coarse_vertices / k
         reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(prepared.model, reg.vertices)
         reg.report["scan_scaled_by"] = round(k, 6)
+        reg.view_depth = reg.view_depth / k
         cam = Camera(cam.K, cam.R, cam.t / k, cam.width, cam.height)  # sees the unscaled scan the same way
         return reg, cam
     R = MODEL_TO_OPENCV @ frame.R
@@ -491,7 +492,7 @@ def register_scan(prepared, scan, settings: NicpSettings = None, n_points=100_00
     reg.coarse_vertices = to_scan(reg.coarse_vertices)
     reg.scale, reg.R, reg.t, reg.s_morph = split_similarity(prepared.model, reg.vertices)
     reg.report["frame"] = "scan"
-    reg.view = color
+    reg.view, reg.view_depth = color, depth
     return reg, cam
 
 

@@ -21,6 +21,14 @@ from .camera import Camera
 from .mesh import interpolate, uniform_laplacian, vertex_normals
 from .render import depth_visible, get_renderer
 
+LUMA = np.array([0.299, 0.587, 0.114])  # luminance of RGB colours
+
+
+def luma(image):
+    """(..., ) luminance of (..., 3) colours."""
+    return np.asarray(image) @ LUMA
+
+
 SH_C = (0.886227, 1.023328, 0.495416, 0.858086, 0.429043)  # irradiance-convolved SH constants
 
 

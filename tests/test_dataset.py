@@ -11,7 +11,6 @@ import time
 import numpy as np
 import pytest
 
-from fitter.io import write_image_atomic
 
 CLI = [sys.executable, "-m", "fitter.cli.main"]
 LABEL_KEYS = {"image_size", "K", "R", "t", "scale", "source_to_sample", "yaw_delta", "pitch_delta", "yaw", "pitch",
@@ -19,21 +18,14 @@ LABEL_KEYS = {"image_size", "K", "R", "t", "scale", "source_to_sample", "yaw_del
               "visible_478", "face_box", "invented_fraction"}
 
 
-def _write_rgbd(folder, cap, depth_shift_px=0):
-    folder.mkdir(parents=True)
-    write_image_atomic(folder / "color.png", cap["color"])
-    np.save(folder / "depth.npy", np.roll(cap["depth"], depth_shift_px, axis=1))
-    K = cap["K"]
-    (folder / "intrinsics.json").write_text(json.dumps({"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}))
-
-
 @pytest.fixture(scope="module")
 def captures_root(ict_prepared, tmp_path_factory):
+    from fitter.bench.augment import write_rgbd_capture
     from fitter.synthetic import synthetic_rgbd
 
     root = tmp_path_factory.mktemp("captures")
     for name, seed, shift in (("syn_a", 1, 0), ("syn_b", 2, 0), ("misaligned", 5, 20)):
-        _write_rgbd(root / name, synthetic_rgbd(ict_prepared, np.random.default_rng(seed), occluders=False), shift)
+        write_rgbd_capture(root / name, synthetic_rgbd(ict_prepared, np.random.default_rng(seed), occluders=False), shift)
     broken = root / "broken"
     broken.mkdir()
     (broken / "color.png").write_bytes(b"not a png")

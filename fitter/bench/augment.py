@@ -77,18 +77,14 @@ def realism(prepared, scan_dir, yaws=(15, 30, 45, 60), log=print):
     from ..augment.sample import prepare_source, synthesize
     from ..camera import Camera
     from ..capture import CaptureSpec, register_capture
-    from ..scan import SCAN_LIGHT, read_scan, render_scan, texture_colors
+    from ..scan import SCAN_LIGHT, render_scan
     from .common import shared_scans
 
     out = {}
     for name, spec_args in shared_scans(scan_dir):
         spec = CaptureSpec.of_scan(**spec_args)
         _, capture, spec = register_capture(prepared, spec)
-        scan = read_scan(spec.scan, spec.units)
-        if spec.texture:
-            scan.colors = texture_colors(scan, spec.texture)
-        c0 = spec.camera
-        cam = Camera(np.asarray(c0["K"]), np.asarray(c0["R"]), np.asarray(c0["t"]), c0["width"], c0["height"])
+        scan, cam = spec.read_scan(), spec.scan_camera()
         src = prepare_source(prepared, capture)
         rows = {}
         for yaw in yaws:
@@ -180,10 +176,23 @@ def photo_capture(prepared, photo, folder):
     return folder
 
 
+def write_rgbd_capture(folder, cap, depth_shift_px=0):
+    """A capture folder as `dataset build` reads it (color.png, depth.npy in mm, intrinsics.json) of a
+    synthetic capture (fitter.synthetic.synthetic_rgbd); depth_shift_px: the depth moved sideways off the
+    colour by that many pixels (a misregistered sensor)."""
+    from ..io import write_image_atomic
+
+    folder = Path(folder)
+    folder.mkdir(parents=True)
+    write_image_atomic(folder / "color.png", cap["color"])
+    np.save(folder / "depth.npy", np.roll(cap["depth"], depth_shift_px, axis=1))
+    K = cap["K"]
+    (folder / "intrinsics.json").write_text(json.dumps({"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}))
+
+
 def build_captures_root(prepared, root, scan_dir, n_synthetic=4):
     """The benchmark's captures: n synthetic RGB-D pairs, a real photo's capture (`photo_capture`), the shared
     scans (as links), one broken capture and one whose depth is 20 px off its colour."""
-    from ..io import write_image_atomic
     from ..synthetic import synthetic_rgbd
     from .common import shared_scans
 
@@ -191,12 +200,7 @@ def build_captures_root(prepared, root, scan_dir, n_synthetic=4):
 
     def rgbd(name, seed, shift=0, **kw):
         cap = synthetic_rgbd(prepared, np.random.default_rng(seed), occluders=False, **kw)
-        d = root / name
-        d.mkdir(parents=True)
-        write_image_atomic(d / "color.png", cap["color"])
-        np.save(d / "depth.npy", np.roll(cap["depth"], shift, axis=1))
-        K = cap["K"]
-        (d / "intrinsics.json").write_text(json.dumps({"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}))
+        write_rgbd_capture(root / name, cap, shift)
 
     for k in range(n_synthetic):
         rgbd(f"synthetic_{k}", 200 + k, yaw=(-20.0, 0.0, 15.0, 25.0)[k % 4])

@@ -16,9 +16,8 @@ import time
 
 import numpy as np
 
-from ..texture import sh_basis
+from ..texture import LUMA, sh_basis
 from .geometry import forward_normals, sh_gradient
-from .photometric import LUMA
 
 TILE = 4
 

@@ -7,14 +7,8 @@ import scipy.sparse as sp
 from ..rtv import difference_operators, rtv_weights
 from ..segment import FaceLabel
 from ..texture import fit_sh_lighting, sh_basis
+from ..texture import luma
 from .geometry import surface_normals
-
-LUMA = np.array([0.299, 0.587, 0.114])   # the photometric residual is the luminance of the colour residual
-
-
-def luma(image):
-    """(..., ) luminance of (..., 3) colours."""
-    return image @ LUMA
 
 
 def image_gradients(image):

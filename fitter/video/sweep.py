@@ -31,7 +31,7 @@ from ..camera import Camera
 from ..cholesky import FactorCache
 from ..mesh import uniform_laplacian, vertex_normals
 from ..render import depth_visible, get_renderer
-from ..texture import sample_image
+from ..texture import luma, sample_image
 
 OFFSETS_MM = np.linspace(-4.0, 4.0, 17)  # the sweep, along the normal (0.5 mm steps)
 PATCH = 3                                # samples per side of the tangent-plane patch
@@ -96,7 +96,7 @@ def sweep(views, faces, vertex_ids, offsets=OFFSETS_MM):
         # (n, S, P, 3): the patch at every offset, model frame
         Q = (base[:, None, None] + offsets[None, :, None, None] * normals[:, None, None]
              + ga[None, None, :, None] * t1[:, None, None] + gb[None, None, :, None] * t2[:, None, None])
-        gray = np.asarray(view.image, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32) / 255.0
+        gray = (luma(np.asarray(view.image, np.float32)) / 255.0).astype(np.float32)
         x = sample_image(gray, view.camera.project(Q.reshape(-1, 3)))[:, 0].reshape(n, S, P).astype(np.float64)
         x -= x.mean(2, keepdims=True)
         std = np.sqrt((x ** 2).mean(2, keepdims=True))

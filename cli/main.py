@@ -155,6 +155,19 @@ def _check_stages(value):
     return check_stages([s.strip() for s in value.split(",") if s.strip()])
 
 
+def _refine_options(f):
+    """--no-refine and --medium, shared by the multi-view commands."""
+    f = click.option("--medium", "medium", is_flag=True, default=False,
+                     help="After the refinement, also run the multi-view medium stage: a plane sweep along the "
+                          "normals and the mesh moved towards it, beyond the model's space (off by default: it "
+                          "measured better on some textured faces and worse on others, see BENCHMARKS.md).")(f)
+    f = click.option("--no-refine", "refine", is_flag=True, default=True, flag_value=False,
+                     help="Skip the model-space refinement by feature tracks across the views: the landmark "
+                          "joint fit only. It is skipped by itself, with the reason in "
+                          "params.json, where the views give too few tracks (faces with little texture).")(f)
+    return f
+
+
 @cli.command("fit")
 @click.argument("images", nargs=-1, type=click.Path())
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
@@ -176,9 +189,11 @@ def _check_stages(value):
 @click.option("--same-person", is_flag=True,
               help="The photos show one person: fit one identity to all of them jointly (per-photo pose and "
                    "expression; outlier photos dropped) and write OUTDIR/<first stem>_joint/ as `facefit video` "
-                   "does (identity.obj, texture.png, params.json, frames.png). Runs the coarse stage only.")
+                   "does (identity.obj, texture.png, params.json, frames.png): the joint coarse fit, refined by "
+                   "feature tracks across the photos where they have the texture for it.")
+@_refine_options
 def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size, mesh_format,
-            same_person):
+            same_person, refine, medium):
     """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
     landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
     from fitter.io import ensure_writable_dir
@@ -193,7 +208,7 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
             raise click.UsageError("--same-person fits one person: it does not take --all-faces")
         if click.get_current_context().get_parameter_source("stages").name != "DEFAULT":
             click.echo("facefit: warning: --same-person runs the joint coarse fit only; --stages is not used", err=True)
-        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json)
+        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine, medium)
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     failed = 0
@@ -230,7 +245,7 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         sys.exit(3 if failed == len(paths) else 4)
 
 
-def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json):
+def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine=True, medium=False):
     from fitter.io import ensure_writable_dir
     from fitter.prepared import PreparedModel
     from fitter.video import reconstruct_photos, write_multiview
@@ -240,7 +255,8 @@ def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json):
     if folder.exists() and not folder.is_dir():
         raise click.UsageError(f"{folder} exists and is not a folder")
     prepared = PreparedModel.load(model_name)
-    res = reconstruct_photos(prepared, paths, focal=focal, texture_size=texture_size, name=folder.name)
+    res = reconstruct_photos(prepared, paths, focal=focal, texture_size=texture_size, name=folder.name,
+                             refine=refine, medium=medium)
     write_multiview(res, prepared, folder)
     for r in res.records:
         if r.status != "kept":
@@ -282,11 +298,13 @@ def _batch_exit(summary, n_items):
 @click.option("--per-bin", type=click.IntRange(min=1), default=2, show_default=True,
               help="Frames kept per yaw bin (9 bins, edges ±10/30/50/70°).")
 @click.option("--focal", type=float, default=None, callback=_as_usage_error(_check_focal),
-              help="Focal length in pixels, > 0 (default: estimated per frame).")
+              help="Focal length in pixels, > 0 (default: estimated).")
 @click.option("--texture-size", default=512, show_default=True, help="UV texture size in pixels.")
+@_refine_options
 @_batch_options
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per video.")
-def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, workers, scheduler, as_json):
+def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, refine, medium, workers, scheduler,
+              as_json):
     """Reconstruct the person of each video (file or folder of frames; one person per video): the best
     frames per head yaw are fitted jointly. Writes OUTDIR/<name>/identity.obj (+ texture.png),
     params.json and frames.png. Videos run through the batch engine: resumable, failures recorded."""
@@ -303,7 +321,7 @@ def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, 
         names.add(name)
         items.append(WorkItem(name, "fitter.video.reconstruct:video_task",
                               {"video": str(Path(v).resolve()), "stride": stride, "per_bin": per_bin, "focal": focal,
-                               "texture_size": texture_size}))
+                               "texture_size": texture_size, "refine": refine, "medium": medium}))
     summary = run_batch(items, outdir, model_name=model_name, workers=workers, scheduler=scheduler,
                         progress=not as_json, desc="videos")
     for it in items:
@@ -331,9 +349,11 @@ def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, 
 @click.option("--stride", type=click.IntRange(min=1), default=None, help="Scan every N-th frame (default: ~6 per s).")
 @click.option("--per-bin", type=click.IntRange(min=1), default=2, show_default=True, help="Frames kept per yaw bin.")
 @click.option("--model", "model_name", default="ict", show_default=True)
+@_refine_options
 @_batch_options
 @click.option("--json", "as_json", is_flag=True, help="Print summary.json's per-setting figures as one JSON line.")
-def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_name, workers, scheduler, as_json):
+def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_name, refine, medium, workers, scheduler,
+             as_json):
     """Reconstruct every MICC Florence video under ROOT (subject_XX/Video/<Setting>.mjpg) and score it
     against the subject's frontal scans with the MICC protocol. Resumable: a rerun skips finished videos."""
     from fitter.datasets.micc import run_micc
@@ -342,7 +362,7 @@ def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_na
     subjects = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
     summary, doc = run_micc(root, outdir, settings, subjects, gt_dir, workers, scheduler, stride, per_bin,
                             model_name=model_name, progress=not as_json,
-                            log=lambda m: click.echo(m, err=True))
+                            log=lambda m: click.echo(m, err=True), refine=refine, medium=medium)
     if as_json:
         click.echo(json.dumps({"per_setting": doc["per_setting"], "videos": doc["videos"]}))
     else:

@@ -3,7 +3,8 @@
     python examples/api_video.py VIDEO -o out_video          # a video file or a folder of frames
     python examples/api_video.py PHOTO PHOTO ... -o out_video  # photos of one person
 
-Prints the frames fitted and dropped, each fitted frame's yaw and landmark error, and where the files went.
+Prints the frames fitted and dropped, each fitted frame's yaw and landmark error, what the refinement beyond
+landmarks did (or why it declined), and where the files went.
 """
 import argparse
 from pathlib import Path
@@ -28,6 +29,13 @@ def main():
               f"{100 * im.error_iod:.2f} % of interocular")
     for j, reason in res.joint.dropped.items():
         print(f"frame {res.views[j].index} dropped: {reason}")
+    ms = res.refinement["model_space"]
+    if ms["applied"]:
+        last = ms["rounds"][-1]
+        print(f"refined by {last['tracks']} feature tracks: track error {ms['rounds'][0]['feature_error_px_before']:.2f}"
+              f" -> {last['feature_error_px']:.2f} px; medium stage: {res.refinement['medium']}")
+    else:
+        print(f"not refined beyond the landmarks: {ms['reason']}")
     folder = fitter.write_multiview(res, model, Path(args.output) / res.name)
     print(f"{len(res.records)} frames scanned, {len(res.joint.kept)} fitted -> {folder}")
 

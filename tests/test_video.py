@@ -169,7 +169,11 @@ def test_video_command_outputs(ict_prepared, mini_micc, tmp_path):
     statuses = {r["status"] for r in params["scanned"]}
     assert statuses <= {"kept", "dropped", "not selected", "blurred", "too small", "no face", "other person"}
     assert params["frames"]["scanned"] == len(params["scanned"]) >= 10
-    assert {"decode_s", "detect_s", "joint_fit_s", "outputs_s"} <= set(params["times_s"])
+    assert {"decode_s", "detect_s", "joint_fit_s", "refine_s", "outputs_s"} <= set(params["times_s"])
+    # the painted face has too little texture for the model-space refinement: declined, with the reason
+    ms = params["refinement"]["model_space"]
+    assert ms["applied"] is False and "texture" in ms["reason"] and ms["tracks"] < 400, ms
+    assert params["refinement"]["medium"].startswith("not run")
     import cv2
 
     sheet = cv2.imread(str(d / "frames.png"))

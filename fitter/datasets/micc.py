@@ -133,7 +133,7 @@ def read_ljson(path):
     return P
 
 
-def work_items(layout: MiccLayout, gt_dir=None, stride=None, per_bin=2, texture_size=512):
+def work_items(layout: MiccLayout, gt_dir=None, stride=None, per_bin=2, texture_size=512, refine=True, medium=False):
     """One batch WorkItem per video of a subject with scans; (items, failures) with failures as
     {item id: reason} for the videos that cannot be scored."""
     from ..batch import WorkItem
@@ -152,7 +152,8 @@ def work_items(layout: MiccLayout, gt_dir=None, stride=None, per_bin=2, texture_
                 scans.append({"name": k, "path": str(p), "landmarks": str(gt) if gt else None})
             items.append(WorkItem(item_id, "fitter.datasets.micc:reconstruct_and_score",
                                   {"video": str(video), "subject": subj.id, "setting": setting, "scans": scans,
-                                   "stride": stride, "per_bin": per_bin, "texture_size": texture_size}))
+                                   "stride": stride, "per_bin": per_bin, "texture_size": texture_size,
+                                   "refine": refine, "medium": medium}))
     return items, failures
 
 
@@ -163,7 +164,8 @@ def reconstruct_and_score(prepared, args, folder):
     from ..video import reconstruct_video, write_multiview
 
     res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
-                            texture_size=args.get("texture_size", 512))
+                            texture_size=args.get("texture_size", 512), refine=args.get("refine", True),
+                            medium=args.get("medium", False))
     write_multiview(res, prepared, folder)
     scans = load_scans(args["scans"])
     scores, best = score_against_scans(prepared, res.shape, scans)
@@ -374,7 +376,8 @@ def _boxplot(rows, settings, path):
 
 
 def run_micc(root, outdir, settings=SETTINGS, subjects=None, gt_dir=None, workers=None, scheduler=None,
-             stride=None, per_bin=2, texture_size=512, model_name="ict", progress=True, log=print):
+             stride=None, per_bin=2, texture_size=512, model_name="ict", progress=True, log=print, refine=True,
+             medium=False):
     """Reconstruct and score every MICC video under `root` through the batch engine into
     OUT/subject_XX/<Setting>/, then write the report (results.csv, summary.md/json, boxplot.png).
     Returns (BatchSummary, summary.json's dict)."""
@@ -385,7 +388,7 @@ def run_micc(root, outdir, settings=SETTINGS, subjects=None, gt_dir=None, worker
     layout = find_layout(root, settings, subjects)
     for subject, setting, reason in layout.problems:
         log(f"facefit: warning: {reason}")
-    items, failures = work_items(layout, gt_dir, stride, per_bin, texture_size)
+    items, failures = work_items(layout, gt_dir, stride, per_bin, texture_size, refine, medium)
     for item_id, reason in failures.items():
         log(f"facefit: warning: {item_id}: {reason}")
     summary = run_batch(items, outdir, model_name=model_name, workers=workers, scheduler=scheduler,

@@ -23,8 +23,10 @@ from ..mesh import write_obj
 from ..overlay import face_overlay
 from ..render import get_renderer
 from ..texture import merged_uv_texture
+from .bundle import MIN_TRACKS, BundleView, bundle_adjust
 from .frames import read_frames
 from .joint import JointFit, fit_views
+from .sweep import MIN_CONFIDENT_FRACTION, medium_stage
 from .selection import FrameRecord, Tracker, estimate_yaw, face_sharpness, release_images, select_frames
 
 SHEET_TILE_PX = 256
@@ -44,6 +46,7 @@ class MultiViewResult:
     expression: np.ndarray     # (E,) the median of the fitted views' expressions
     shape: np.ndarray          # (N, 3) the identity at that expression, model frame, mm
     texture: np.ndarray = None  # (T, T, 3) uint8, merged from the kept views
+    refinement: dict = field(default_factory=dict)  # what the model-space refinement and the medium stage did
     sheet: np.ndarray = None   # the contact sheet
     times: dict = field(default_factory=dict)
 
@@ -52,9 +55,11 @@ class MultiViewResult:
         return [self.views[i] for i in self.joint.kept]
 
 
-def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, texture_size=512, name=None):
+def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, texture_size=512, name=None,
+                      refine=True, medium=False):
     """Reconstruct the person of a video file or frame folder. stride: scan every stride-th frame (None:
-    about 6 per second); per_bin: frames kept per yaw bin; focal: px (None: estimated per frame).
+    about 6 per second); per_bin: frames kept per yaw bin; focal: px (None: estimated, one for the video);
+    refine / medium: the model-space refinement and the multi-view medium stage (see `refine_views`).
     Raises InputError (unreadable source) or NoFaceError (no usable frame)."""
     times = {"decode_s": 0.0, "detect_s": 0.0}
     records, tracker = [], Tracker()
@@ -89,12 +94,13 @@ def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, text
     if not views:
         raise NoFaceError(f"{source}: no usable frame of a face ({_tally(records)})")
     name = name or Path(source).stem
-    return _fit_and_finish(prepared, name, str(source), "video", records, views, focal, texture_size, times)
+    return _fit_and_finish(prepared, name, str(source), "video", records, views, focal, texture_size, times,
+                           refine, medium)
 
 
-def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None):
+def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None, refine=True, medium=False):
     """Reconstruct one person from several photos (the largest face of each), fitted jointly; every photo
-    with a face is a view. Raises InputError / NoFaceError."""
+    with a face is a view (each with its own focal length). Raises InputError / NoFaceError."""
     from ..pipeline import WorkingImage
 
     if not paths:
@@ -118,7 +124,8 @@ def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None
     if not views:
         raise NoFaceError(f"no face found in any of the {len(paths)} photos")
     name = name or f"{Path(paths[0]).stem}_joint"
-    return _fit_and_finish(prepared, name, str(paths[0]), "photos", records, views, focal, texture_size, times)
+    return _fit_and_finish(prepared, name, str(paths[0]), "photos", records, views, focal, texture_size, times,
+                           refine, medium)
 
 
 def _score(prepared, r: FrameRecord, face, image, focal):
@@ -135,7 +142,8 @@ def _tally(records):
     return f"{len(records)} frames scanned: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
 
 
-def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture_size, times):
+def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture_size, times, refine=True,
+                    medium=False):
     joint = fit_views(prepared, [v.face.points for v in views], [v.face.image_size for v in views], focal=focal)
     times["joint_fit_s"] = joint.seconds
     for j, reason in joint.dropped.items():
@@ -145,10 +153,62 @@ def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture
     beta = np.median([im.expression for im in joint.fit.images], axis=0)
     res = MultiViewResult(name, source, kind, records, views, joint, alpha,
                           model.shape(alpha, np.zeros(model.n_expression)), beta, model.shape(alpha, beta), times=times)
+    if refine:
+        refine_views(prepared, res, shared_focal=kind == "video" and not focal, medium=medium)
     t0 = time.perf_counter()
     _texture_and_sheet(prepared, res, texture_size)
     times["outputs_s"] = time.perf_counter() - t0
     return res
+
+
+def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=False, min_tracks=MIN_TRACKS,
+                 min_confident=MIN_CONFIDENT_FRACTION):
+    """Beyond landmarks (in place): the model-space refinement (fitter.video.bundle: identity, poses and a
+    shared focal from feature tracks across the kept views), then, where it was applied, the multi-view
+    medium stage (fitter.video.sweep: a plane sweep along the normals, the face area moved towards its
+    confident offsets; one displacement for every view). Skipped, with the reason recorded, where the
+    views give too few tracks (too little surface texture), and the medium stage where its sweep is
+    confident on less than min_confident of the face area. Records what it did in res.refinement."""
+    model, fits = prepared.model, res.joint.fit.images
+    kept = res.kept_views
+    t0 = time.perf_counter()
+    out = bundle_adjust(prepared, [BundleView(v.image, im.camera, im.expression, v.face.points)
+                                   for v, im in zip(kept, fits)], res.identity, shared_focal=shared_focal,
+                        min_tracks=min_tracks)
+    res.times["refine_s"] = time.perf_counter() - t0
+    info = {k: v for k, v in out.info.items() if k != "seconds"}
+    res.refinement["model_space"] = info
+    if not out.info["applied"]:
+        res.refinement["medium"] = "not run: it needs the refined cameras"
+        return
+    for im, cam, beta in zip(fits, out.cameras, out.expressions):
+        im.camera, im.expression = cam, beta
+    res.identity = out.identity
+    res.expression = np.median(out.expressions, axis=0)
+    res.joint.fit.identity = out.identity
+    _update_landmark_errors(prepared, res)
+    res.neutral = model.shape(res.identity, np.zeros(model.n_expression))
+    res.shape = model.shape(res.identity, res.expression)
+    if not medium:
+        res.refinement["medium"] = "off"
+        return
+    t0 = time.perf_counter()
+    D, res.refinement["medium"] = medium_stage(prepared, [v.image for v in kept], [im.camera for im in fits],
+                                               res.identity, [im.expression for im in fits], min_confident=min_confident)
+    res.neutral = res.neutral + D
+    res.shape = res.shape + D
+    res.times["medium_s"] = time.perf_counter() - t0
+
+
+def _update_landmark_errors(prepared, res: MultiViewResult):
+    """Each fitted view's projected landmarks and landmark error at the refined identity and camera."""
+    model, emb = prepared.model, prepared.require_embedding()
+    for im in res.joint.fit.images:
+        V = model.shape(res.identity, im.expression)
+        im.fitted_2d = im.camera.project(emb.points(V, model.faces, yaw_of_rotation(im.camera.R)))
+        used = im.weights > 0
+        im.error_px = float(np.median(np.linalg.norm(im.fitted_2d[used] - im.landmarks_2d[used], axis=1)))
+        im.error_iod = im.error_px / lmk.outer_interocular(im.landmarks_2d)
 
 
 def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
@@ -157,6 +217,8 @@ def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
     model, F = prepared.model, prepared.render_faces
     tex_views, tiles = [], []
     fits = dict(zip(res.joint.kept, res.joint.fit.images))
+    rounds = res.refinement.get("model_space", {}).get("rounds") or [{}]
+    track_px = dict(zip(res.joint.kept, rounds[-1].get("per_view_error_px", [])))
     for j, v in enumerate(res.views):
         if j in fits:
             im = fits[j]
@@ -164,7 +226,7 @@ def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
             if model.uv is not None:
                 tex_views.append((V, im.camera, v.image, get_renderer().render(V, F, im.camera).depth,
                                   face_region_mask(v.face.points, v.image.shape[:2])))
-            tiles.append(_tile(prepared, v, V, im))
+            tiles.append(_tile(prepared, v, V, im, track_px.get(j)))
         else:
             tiles.append(_tile(prepared, v, None, None))
     if tex_views:
@@ -183,9 +245,10 @@ def face_region_mask(points, shape):
     return mask.astype(bool)
 
 
-def _tile(prepared, v: FrameRecord, V, im):
+def _tile(prepared, v: FrameRecord, V, im, track_px=None):
     """One view's tile: the face crop with the fitted face and landmarks (fitted views) or the detected
-    landmarks in red (dropped views), captioned."""
+    landmarks in red (dropped views), captioned (with the view's median track residual after the
+    model-space refinement, where it ran)."""
     img = v.image
     radius = float(np.clip(v.face_px / 90.0, 0.8, 3.0))
     if im is not None:
@@ -193,6 +256,8 @@ def _tile(prepared, v: FrameRecord, V, im):
         img = draw_points(img, im.landmarks_2d, (60, 140, 255), radius=radius)
         img = draw_points(img, im.fitted_2d, (40, 230, 40), radius=radius)
         lines = [f"#{v.index}  yaw {yaw_of_rotation(im.camera.R):+.0f}", f"err {100 * im.error_iod:.1f}% IOD"]
+        if track_px is not None:
+            lines.append(f"tracks {track_px:.2f} px")
     else:
         img = draw_points(img, v.face.points, (230, 40, 40), radius=radius)
         lines = [f"#{v.index}  DROPPED", "another person?" if "identity" in v.reason else "residual outlier"]
@@ -222,7 +287,8 @@ def params_dict(res: MultiViewResult, prepared):
         "source": str(Path(res.source).resolve()), "kind": res.kind,
         "model": {"name": model.name, "sha256": model.metadata.get("model_sha256")},
         "mesh": "identity.obj: the identity at neutral expression, in the model's frame, mm; video_shape.obj: "
-                "the identity at the median expression of the fitted views",
+                "the identity at the median expression of the fitted views; both with the medium stage's "
+                "displacement where it ran (refinement.medium)",
         "identity": res.identity.round(6).tolist(),
         "median_expression": dict(zip(model.expression_names, res.expression.round(6).tolist())),
         "frames": {"scanned": len(res.records), "fitted": len(res.joint.kept), "dropped": len(res.joint.dropped),
@@ -231,6 +297,7 @@ def params_dict(res: MultiViewResult, prepared):
         "scanned": [r.to_dict() for r in res.records],
         "joint_fit": {"rounds": res.joint.rounds, "history": res.joint.history,
                       "iterations": res.joint.fit.iterations},
+        "refinement": res.refinement or {"model_space": "off"},
         "camera_convention": "OpenCV pinhole: x right, y down, z forward; K in the frame's pixels; R, t map the "
                              "model frame (mm) to the camera",
         "times_s": {k: round(v, 4) for k, v in res.times.items()},
@@ -256,7 +323,8 @@ def write_multiview(res: MultiViewResult, prepared, folder):
 def video_task(prepared, args, folder):
     """Batch task (fitter.batch): reconstruct args["video"] into `folder`; returns a summary row."""
     res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
-                            focal=args.get("focal"), texture_size=args.get("texture_size", 512))
+                            focal=args.get("focal"), texture_size=args.get("texture_size", 512),
+                            refine=args.get("refine", True), medium=args.get("medium", False))
     write_multiview(res, prepared, folder)
     return {"video": args["video"], "frames_scanned": len(res.records), "frames_kept": len(res.joint.kept),
             "frames_dropped": len(res.joint.dropped),

@@ -1,9 +1,8 @@
 """Multi-view photo-consistency along the surface normal (a plane sweep), and the shape moved towards it —
-the medium stage for several views (issue 16, part 2), under way: the library functions and their tests;
-not yet used by `facefit video`. Measured on the mini-MICC videos after the landmark joint fit, the sweep's
-offsets are noise (spread evenly over ±4 mm): the frames' poses from landmarks disagree by 1-5 px and their
-focal lengths by 15 %, more than the shape error it would correct, so the frames' poses must be refined
-by photo-consistency first (part 1).
+the medium stage for several views (`medium_stage`), run by fitter.video.reconstruct after the model-space
+refinement (fitter.video.bundle) has made the views' cameras agree: from the landmark joint fit alone the
+frames' poses disagree by 1-5 px and their focal lengths by 15 %, and on the mini-MICC videos the sweep's
+offsets were noise (spread evenly over ±4 mm).
 
 For each face-area vertex i of a shape seen by several calibrated views (the joint fit's cameras and
 frames), candidate positions p_i(s) = v_i + s n_i, s in OFFSETS_MM, are projected into every view that
@@ -40,7 +39,11 @@ MIN_COS = 0.3                            # a view votes for a vertex it sees wit
 MIN_VIEWS = 2
 MIN_PEAK_NCC = 0.5                       # a peak less consistent than this is no evidence
 MIN_STD = 0.01                           # luminance (0-1): a patch flatter than this in every view carries nothing
-SMOOTHNESS = 20.0                        # λ of the deformation
+MIN_CONFIDENT_FRACTION = 0.5             # the stage moves the mesh only where this much of the face area is
+                                         # confident (skin texture: 0.75; one skin tone / the mini-MICC renders:
+                                         # 0.28-0.44, offsets spread like noise)
+SMOOTHNESS = 20.0                        # λ of the deformation: a 3 mm bump of σ 12 mm is recovered (tests);
+                                         # 100 gains 0.07 mm more on a whole identity but flattens such a bump
 
 
 @dataclass
@@ -155,3 +158,27 @@ class ShapeDeformer:
         A = lambda: self.smoothness * self.LtL + sp.diags(w)  # noqa: E731 - built on a cache miss only
         D, _ = self.factors.solve(w.tobytes(), A, w[:, None] * np.asarray(offsets, float)[:, None] * normals)
         return D
+
+
+def medium_stage(prepared, images, cameras, identity, expressions, smoothness=SMOOTHNESS,
+                 min_confident=MIN_CONFIDENT_FRACTION):
+    """The medium stage for several views: the sweep over the face area of the identity seen by each view
+    (image (H, W, 3) uint8, Camera, its expression (E,)), and the displacement towards its confident
+    offsets — applied only where at least `min_confident` of the face area has a confident peak (else the
+    sweep found little texture to agree on, and D is zero). Returns (D (N, 3) mm on the model's vertices,
+    zero off the face area; info dict)."""
+    model, area, F = prepared.model, prepared.face_area, prepared.render_faces
+    views = [View(im, cam, model.shape(identity, e)) for im, cam, e in zip(images, cameras, expressions)]
+    s = sweep(views, F, area.domain)
+    confident = s.confidence > 0
+    info = {"confident_fraction": round(float(confident.mean()), 4),
+            "median_offset_mm": round(float(np.median(np.abs(s.offsets[confident]))), 4) if confident.any() else 0.0}
+    if confident.mean() < min_confident:
+        info.update(applied=False, reason=f"{100 * confident.mean():.0f} % of the face area has a confident "
+                                          f"offset (< {100 * min_confident:.0f} %): too little texture")
+        return np.zeros((model.n_vertices, 3)), info
+    neutral = model.shape(identity, np.zeros(model.n_expression))
+    D = area.extend(ShapeDeformer(area.F_local, len(area.domain), smoothness).displacement(
+        vertex_normals(neutral, model.faces)[area.domain], s.offsets, s.confidence))
+    info.update(applied=True, max_displacement_mm=round(float(np.linalg.norm(D, axis=1).max()), 4))
+    return D, info

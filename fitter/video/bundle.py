@@ -1,0 +1,520 @@
+"""Model-based bundle adjustment of several views of one face (issue 16, part 1): the identity, every
+view's pose and (for a video) one shared focal length refined so that the same skin point, seen in
+several views, projects where those views see it.
+
+Photo-consistency, made sparse and robust: distinctive skin points (SIFT keypoints inside the face's
+landmark hull) are matched between views whose yaws differ by at most MAX_YAW_GAP_DEG, guided by the
+joint landmark fit (a match must land within GATE_IOD interocular distances of where the fit carries
+the point) and one-to-one; matches chain into tracks (connected components; a track seen twice by one
+view is dropped). Each track is a point on the model's surface: its anchor — the barycentric point of
+a face-area triangle where the view that sees it most squarely lifts it — plus a slide u_t (2, mm) in
+the anchor's tangent plane, since the fit that lifted it is not exact:
+
+    X_t(α, u_t) = Σ_j b_tj V_k(α)[F[tri_t, j]] + T_t u_t,   V_k(α) = mean + Bα + Eβ_k
+
+(β_k the view's expression, refined too: the joint fit splits the face between identity and expression
+by landmarks, and a wrong split left in place makes the tracks pull the identity the wrong way — on a
+synthetic neutral face the identity's error went 2.78 → 2.84 mm with the expressions kept, 2.78 → 1.63 at
+the true ones). The objective (Levenberg–Marquardt, Cauchy IRLS at CAUCHY_SIGMAS σ):
+
+    Σ_(t,k) ||π_k(X_t) − x_tk||² / σ_f²  +  Σ_k Σ_l w_kl ||π_k(L_l(α, β_k)) − d_kl||² / σ_k²  +  ||α||²  +  λ_β Σ_k ||β_k||²
+
+the tracks' reprojection (σ_f = FEATURE_SIGMA_PX, growing with the keypoint's size past SIGMA_SIZE_PX),
+the joint fit's landmark term with its σ_k, weights and the N(0, 1) identity prior kept (inner landmarks
+only: the contour's points slide with the pose), and for a shared focal a log-normal prior
+(FOCAL_SIGMA_LOG) around the joint fit's median. Where rays of one track disagree along the surface
+normal, only the shape (α) can reconcile them — the cue landmarks do not carry. The tracks' slides are
+eliminated per track (2×2 Schur complement); the reduced system has K + (6 + E) V (+1) unknowns. Tracks are
+rebuilt once from the refined fit (a tighter gate) and the problem solved again.
+
+It needs skin texture, and declines without it (fewer than MIN_TRACKS tracks in the first round). Measured
+(`facefit bench refine`, BENCHMARKS.md): on a random identity filmed turning with skin texture (1,000-1,600
+tracks) the identity's vertex error falls 24-49 % with exact views and 11-37 % through the whole video path;
+with one skin tone (10-30 tracks: shading, which slides over the surface as the head turns) forcing it makes
+the error 29-37 % worse. The mini MICC videos' renders give 13-154 tracks: forced, it helps their painted
+synthetic subject and Fran's textured scan indoors and harms the untextured painted scans — and Fran gives
+as few tracks as those, so the gate sits above them all.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import landmarks as lmk
+from ..camera import Camera, yaw_of_rotation
+from ..coarse import YAW_NOISE_DEG, _cauchy, _exp_so3, _pose_jacobian, region_weights
+from ..mesh import face_normals
+from ..render import get_renderer
+from ..texture import luma
+from .joint import joint_noise_fraction
+
+FEATURE_SIGMA_PX = 1.0      # a matched keypoint's position noise (px), for keypoints up to SIGMA_SIZE_PX across;
+SIGMA_SIZE_PX = 6.0         # larger ones in proportion to their size (coarse blobs: shading more than skin marks)
+CAUCHY_SIGMAS = 2.5         # robust scale, in σ
+MAX_YAW_GAP_DEG = 35.0      # views matched with each other
+RATIO = 0.8                 # Lowe's ratio test
+GATE_IOD = (0.08, 0.03)     # a match lands this close (× interocular distance) to the fit's prediction, per round
+MIN_COS = 0.3               # a keypoint is lifted where its surface faces the view by more than this
+MAX_FEATURES = 1500
+EYE_MARGIN_IOD = 0.06       # the eyes and the mouth's opening, widened by this, give no keypoints
+UPSAMPLE_BELOW_PX = 120.0   # faces with a smaller interocular distance are searched at 2x
+DEPTH_JUMP_MM = 8.0         # a keypoint whose patch spans a depth jump over this is dropped
+ITERATIONS = (15, 6)        # Levenberg–Marquardt iterations at most, first round and after re-matching
+TOLERANCE = 1e-3            # stop when an accepted step lowers the cost by less than this (relative)
+EXPRESSION_REG = 10.0       # weight of ||β||² per view, as in the joint fit (fitter.coarse)
+FOCAL_SIGMA_LOG = 0.03     # the shared focal's prior around the joint fit's median (free, it drifts 20-30 % on
+                            # weakly textured faces; measured on the mini-MICC videos)
+MIN_TRACKS = 400
+MAX_OFF_SURFACE_MM = None if __import__("os").environ.get("OFF") is None else float(__import__("os").environ["OFF"])            # fewer tracks than this: too little surface texture, the refinement is not applied
+
+
+@dataclass
+class BundleView:
+    """One view given to the adjustment (the joint fit's result for it)."""
+
+    image: np.ndarray       # (H, W, 3) uint8
+    camera: Camera
+    expression: np.ndarray  # (E,)
+    landmarks: np.ndarray   # (478, 2) detected, px
+
+
+@dataclass
+class Tracks:
+    view: np.ndarray     # (M,) observation -> view
+    track: np.ndarray    # (M,) observation -> track
+    uv: np.ndarray       # (M, 2) px
+    tri: np.ndarray      # (T,) anchor triangle (index into the faces given)
+    bary: np.ndarray     # (T, 3)
+    sigma: np.ndarray = None  # (M,) px: each observation's position noise (grows with its keypoint's scale)
+
+    @property
+    def n(self):
+        return len(self.tri)
+
+
+@dataclass
+class BundleResult:
+    identity: np.ndarray
+    cameras: list                 # refined Camera per view
+    expressions: np.ndarray       # (V, E) refined expression per view
+    tracks: Tracks
+    info: dict = field(default_factory=dict)
+
+
+# --- features ----------------------------------------------------------------------------------------
+def feature_mask(points, shape):
+    """(H, W) uint8 mask of where keypoints are taken: inside the landmarks' (478, 2) convex hull, away
+    from the eyes (gaze, blinks, and the model's eyeballs are not skin) and the mouth's opening."""
+    import cv2
+
+    from .reconstruct import face_region_mask
+
+    mask = face_region_mask(points, shape).astype(np.uint8)
+    groups = lmk.polygons()
+    margin = max(2, int(round(EYE_MARGIN_IOD * lmk.outer_interocular(points))))
+    holes = np.zeros(shape, np.uint8)
+    for name in ("left_eye", "right_eye", "inner_lips"):
+        for loop in groups.get(name, []):
+            cv2.fillConvexPoly(holes, cv2.convexHull(np.rint(points[loop]).astype(np.int32)), 1)
+    holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
+    return (mask & (1 - holes)) * 255
+
+
+def detect_features(image, points):
+    """SIFT keypoints (n, 2) px, their sizes (n,) px and descriptors (n, 128), in feature_mask. Small faces
+    (interocular under UPSAMPLE_BELOW_PX) are searched at twice the resolution."""
+    import cv2
+
+    gray = np.clip(luma(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
+    mask = feature_mask(np.asarray(points, float), gray.shape)
+    scale = 2 if lmk.outer_interocular(points) < UPSAMPLE_BELOW_PX else 1
+    if scale > 1:
+        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        mask = cv2.resize(mask, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST)
+    sift = cv2.SIFT_create(nfeatures=MAX_FEATURES, contrastThreshold=0.02)
+    kps, desc = sift.detectAndCompute(gray, mask)
+    if desc is None:
+        return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 128), np.float32)
+    uv = (np.array([k.pt for k in kps], float) + 0.5) / scale - 0.5
+    return uv, np.array([k.size for k in kps], float) / scale, desc
+
+
+def depth_edges(depth, radius_px, jump_mm=DEPTH_JUMP_MM):
+    """(H, W) bool: pixels within radius_px of an occluding edge or of the background (a jump in the
+    rendered depth over jump_mm) — where a keypoint's patch straddles two surfaces."""
+    import cv2
+
+    far = np.where(depth > 0, depth, 1e6).astype(np.float32)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
+    return (cv2.dilate(far, k) - cv2.erode(far, k)) > jump_mm
+
+
+def lift(V, faces, camera: Camera, uv, allowed_triangles, radius_px=None):
+    """Where pixels uv (n, 2) land on the mesh (V (N, 3), faces) as the camera sees it: (triangle (n,),
+    barycentric (n, 3), facing cosine (n,)); triangle −1 where off the allowed triangles or facing less
+    than MIN_COS. Exact ray–triangle barycentrics at the sub-pixel position."""
+    n = len(uv)
+    tri = -np.ones(n, np.int64)
+    bary = np.zeros((n, 3))
+    cos = np.zeros(n)
+    if n == 0:
+        return tri, bary, cos
+    r = get_renderer().render(V, faces, camera)
+    H, W = r.triangle_id.shape
+    px = np.clip(np.rint(uv).astype(int), 0, [W - 1, H - 1])
+    t = r.triangle_id[px[:, 1], px[:, 0]]
+    ok = t >= 0
+    ok[ok] = allowed_triangles[t[ok]]
+    if radius_px is not None:
+        ok &= ~depth_edges(r.depth, max(1, int(round(radius_px))))[px[:, 1], px[:, 0]]
+    idx = np.flatnonzero(ok)
+    T = faces[t[idx]]
+    P = camera.to_camera(V[T.ravel()]).reshape(-1, 3, 3)      # (m, 3 corners, 3)
+    d = np.column_stack([uv[idx], np.ones(len(idx))]) @ np.linalg.inv(camera.K).T
+    A = np.stack([P[:, 0] - P[:, 2], P[:, 1] - P[:, 2], -d], axis=2)
+    with np.errstate(all="ignore"):
+        sol = np.linalg.solve(A, -P[:, 2][..., None])[..., 0]
+    b = np.column_stack([sol[:, 0], sol[:, 1], 1 - sol[:, 0] - sol[:, 1]])
+    # the sub-pixel position may fall just outside the pixel centre's triangle: its plane extended there
+    exact = np.isfinite(b).all(1) & (b > -0.5).all(1)
+    b = np.where(exact[:, None], b, r.barycentric[px[idx, 1], px[idx, 0]])
+    b /= b.sum(1, keepdims=True)
+    nrm = np.cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])
+    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+    X = (b[:, :, None] * P).sum(1)
+    c = -(nrm * X).sum(1) / np.linalg.norm(X, axis=1)
+    keep = c > MIN_COS
+    tri[idx[keep]], bary[idx[keep]], cos[idx[keep]] = t[idx[keep]], b[keep], c[keep]
+    return tri, bary, cos
+
+
+def build_tracks(prepared, views, identity, gate_iod, features=None):
+    """Match the views' keypoints (see the module docstring) and chain them into Tracks. features: the
+    views' detect_features results, when already found."""
+    import cv2
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    model, F = prepared.model, prepared.render_faces
+    area = prepared.face_area
+    allowed = (area.local(F) >= 0).all(1)
+    feats, lifted = [], []
+    for k, v in enumerate(views):
+        uv, size, desc = features[k] if features is not None else detect_features(v.image, v.landmarks)
+        V = model.shape(identity, v.expression)
+        tri, bary, cos = lift(V, F, v.camera, uv, allowed, radius_px=np.median(size) if len(size) else None)
+        keep = tri >= 0
+        X = (bary[keep, :, None] * V[F[tri[keep]]]).sum(1)
+        feats.append((uv[keep], desc[keep], size[keep]))
+        lifted.append((tri[keep], bary[keep], cos[keep], X))
+    offsets = np.cumsum([0] + [len(f[0]) for f in feats])
+    yaws = np.array([yaw_of_rotation(v.camera.R) for v in views])
+    matcher = cv2.BFMatcher(cv2.NORM_L2)
+    rows, cols = [], []
+    for a in range(len(views)):
+        for b in range(a + 1, len(views)):
+            if abs(yaws[a] - yaws[b]) > MAX_YAW_GAP_DEG or len(feats[a][0]) < 2 or len(feats[b][0]) < 2:
+                continue
+            ab = _ratio_matches(matcher, feats[a][1], feats[b][1])
+            ba = _ratio_matches(matcher, feats[b][1], feats[a][1])
+            mutual = {(i, j) for i, j in ab} & {(i, j) for j, i in ba}
+            if not mutual:
+                continue
+            i, j = np.array(sorted(mutual)).T
+            gate_a = gate_iod * lmk.outer_interocular(views[a].landmarks)
+            gate_b = gate_iod * lmk.outer_interocular(views[b].landmarks)
+            ok = (np.linalg.norm(views[b].camera.project(lifted[a][3][i]) - feats[b][0][j], axis=1) < gate_b) & \
+                 (np.linalg.norm(views[a].camera.project(lifted[b][3][j]) - feats[a][0][i], axis=1) < gate_a)
+            rows.append(offsets[a] + i[ok])
+            cols.append(offsets[b] + j[ok])
+    n_nodes = int(offsets[-1])
+    node_view = np.repeat(np.arange(len(views)), np.diff(offsets))
+    if not rows:
+        return _empty_tracks()
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    g = coo_matrix((np.ones(len(r)), (r, c)), shape=(n_nodes, n_nodes))
+    _, label = connected_components(g, directed=False)
+    matched = np.zeros(n_nodes, bool)
+    matched[r] = matched[c] = True
+    nodes = np.flatnonzero(matched)
+    lab = label[nodes]
+    order = np.lexsort((node_view[nodes], lab))
+    nodes, lab = nodes[order], lab[order]
+    # a track seen twice by one view is ambiguous: dropped
+    same = (lab[1:] == lab[:-1]) & (node_view[nodes][1:] == node_view[nodes][:-1])
+    bad_labels = np.unique(lab[1:][same])
+    dup = np.isin(lab, bad_labels)
+    nodes, lab = nodes[~dup], lab[~dup]
+    uniq, track = np.unique(lab, return_inverse=True)
+    tri_all = np.concatenate([lf[0] for lf in lifted])
+    bary_all = np.concatenate([lf[1] for lf in lifted])
+    cos_all = np.concatenate([lf[2] for lf in lifted])
+    uv_all = np.concatenate([f[0] for f in feats])
+    size_all = np.concatenate([f[2] for f in feats])
+    # anchor: the observation whose view faces the point most squarely
+    best = np.full(len(uniq), -1)
+    order = np.argsort(cos_all[nodes])
+    best[track[order]] = nodes[order]  # the last write (the largest cosine) wins
+    sigma = FEATURE_SIGMA_PX * np.maximum(1.0, size_all[nodes] / SIGMA_SIZE_PX)
+    return Tracks(node_view[nodes], track, uv_all[nodes], tri_all[best], bary_all[best], sigma)
+
+
+def _with_focal(cam: Camera, f):
+    K = cam.K.copy()
+    s = f / K[0, 0]
+    K[0, 0], K[1, 1] = f, K[1, 1] * s
+    return Camera(K, cam.R.copy(), cam.t * np.array([1.0, 1.0, s]), cam.width, cam.height)
+
+
+def _ratio_matches(matcher, da, db):
+    pairs = matcher.knnMatch(da, db, k=2)
+    return [(m[0].queryIdx, m[0].trainIdx) for m in pairs
+            if len(m) == 2 and m[0].distance < RATIO * m[1].distance]
+
+
+def _gram(A, B):
+    """Σ_m A_mᵀ B_m for A, B (M, r, P): (P, P), through one BLAS product."""
+    P = A.shape[-1]
+    return A.reshape(-1, P).T @ B.reshape(-1, P)
+
+
+def _inverse_2x2(A):
+    """Inverses of (T, 2, 2) matrices in closed form."""
+    a, b, c, d = A[:, 0, 0], A[:, 0, 1], A[:, 1, 0], A[:, 1, 1]
+    det = a * d - b * c
+    return np.stack([np.stack([d, -b], 1), np.stack([-c, a], 1)], 1) / det[:, None, None]
+
+
+def _empty_tracks():
+    return Tracks(np.zeros(0, int), np.zeros(0, int), np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 3)), np.zeros(0))
+
+
+# --- the adjustment ----------------------------------------------------------------------------------
+def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERATIONS, rounds=2, fix_identity=False,
+                  min_tracks=MIN_TRACKS):
+    """Refine the identity (K,), each view's pose and, with shared_focal, one focal length for all views
+    (else each view keeps its own) — see the module docstring. views: BundleView per view (the joint
+    fit's cameras and expressions); fix_identity: refine the cameras only. With fewer than min_tracks
+    tracks in the first round nothing is changed (info["applied"] False, with the reason). Returns a
+    BundleResult."""
+    t0 = time.perf_counter()
+    alpha = np.asarray(identity, float).copy()
+    betas = np.array([v.expression for v in views], float)
+    cams = [v.camera for v in views]
+    if shared_focal:  # one focal for all: the median, each view's depth scaled to keep its image size
+        f = float(np.median([c.K[0, 0] for c in cams]))
+        cams = [_with_focal(c, f) for c in cams]
+    info = {"rounds": [], "focal": "shared" if shared_focal else "per view"}
+    tracks = _empty_tracks()
+    t1 = time.perf_counter()
+    features = [detect_features(v.image, v.landmarks) for v in views]
+    info["features_s"] = round(time.perf_counter() - t1, 3)
+    for rnd in range(rounds):
+        cur = [BundleView(v.image, c, b, v.landmarks) for v, c, b in zip(views, cams, betas)]
+        t1 = time.perf_counter()
+        tracks = build_tracks(prepared, cur, alpha, GATE_IOD[min(rnd, len(GATE_IOD) - 1)], features)
+        t_match = time.perf_counter() - t1
+        if rnd == 0 and tracks.n < min_tracks:
+            info.update(applied=False, tracks=int(tracks.n), match_s=round(t_match, 3),
+                        reason=f"{tracks.n} tracks < {min_tracks}: too few skin points matched across the views "
+                               f"(too little texture, or views too different) to refine by")
+            info["seconds"] = time.perf_counter() - t0
+            return BundleResult(np.asarray(identity, float).copy(), [v.camera for v in views], betas, tracks, info)
+        problem = _Adjustment(prepared, cur, tracks, shared_focal, fix_identity)
+        alpha, betas, cams, stats = problem.solve(alpha, betas, iterations[min(rnd, len(iterations) - 1)])
+        stats.update(tracks=int(tracks.n), observations=int(len(tracks.view)), match_s=round(t_match, 3))
+        info["rounds"].append(stats)
+    info.update(applied=True, seconds=time.perf_counter() - t0)
+    return BundleResult(alpha, cams, betas, tracks, info)
+
+
+class _Adjustment:
+    """One Levenberg–Marquardt problem. The unknowns: the global block — α (K), then per view (ω, t) (6),
+    then per view β (E), then log f (shared focal only) — and the tracks' slides u (T, 2), eliminated per
+    track. A view's rows touch α, its own pose and β, and f only: each view's normal equations are formed
+    on those columns and added in."""
+
+    def __init__(self, prepared, views, tracks: Tracks, shared_focal, fix_identity=False,
+                 expression_reg=EXPRESSION_REG):
+        model, F = prepared.model, prepared.render_faces
+        self.model, self.views, self.tr = model, views, tracks
+        self.fix_identity, self.shared_focal, self.expression_reg = fix_identity, shared_focal, expression_reg
+        K, E, nV = model.n_identity, model.n_expression, len(views)
+        self.K, self.E, self.V = K, E, nV
+        self.beta0 = K + 6 * nV
+        self.P = self.beta0 + E * nV + (1 if shared_focal else 0)
+        self.cols = [np.concatenate([np.arange(K), K + 6 * k + np.arange(6), self.beta0 + E * k + np.arange(E),
+                                     [self.P - 1] if shared_focal else []]).astype(np.int64) for k in range(nV)]
+        blend = model.expression_kind == "blendshape"
+        self.lower, self.upper = (0.0, 1.0) if blend else (-np.inf, np.inf)
+        T = F[tracks.tri]                                                    # (T, 3) vertex ids
+        self.B = np.einsum("tj,ktjc->tck", tracks.bary, model.identity_basis[:, T].astype(float))      # (T, 3, K)
+        self.Bx = np.einsum("tj,ktjc->tck", tracks.bary, model.expression_basis[:, T].astype(float))   # (T, 3, E)
+        self.mean = (tracks.bary[:, :, None] * model.mean[T]).sum(1)                                 # (T, 3)
+        n = face_normals(model.mean, F)[tracks.tri]
+        a = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
+        t1 = np.cross(n, a)
+        t1 /= np.maximum(np.linalg.norm(t1, axis=1, keepdims=True), 1e-12)
+        self.tangent = np.stack([t1, np.cross(n, t1)], axis=2)               # (T, 3, 2)
+        self.obs = [np.flatnonzero(tracks.view == k) for k in range(nV)]
+        # landmarks: inner points, with the joint fit's weights and σ
+        lb = prepared.landmark_basis
+        inner = np.setdiff1d(np.arange(478), lb.contour)
+        self.lm_mean, self.lm_basis = lb.mean[inner], lb.basis[inner]        # (L, 3), (L, 3, K + E)
+        base_w = (region_weights() * prepared.require_embedding().weights)[inner]
+        frac = joint_noise_fraction(nV)
+        self.lm = []
+        for v in views:
+            yaw = abs(yaw_of_rotation(v.camera.R))
+            sigma = max(frac * lmk.outer_interocular(v.landmarks), 0.5) * (1 + (yaw / YAW_NOISE_DEG) ** 2)
+            self.lm.append((v.landmarks[inner], base_w, sigma))
+        self.c = [np.array([v.camera.K[0, 2], v.camera.K[1, 2]]) for v in views]
+        self.f0 = views[0].camera.K[0, 0]
+        self.focal_prec = 1.0 / FOCAL_SIGMA_LOG ** 2
+
+    def _view_terms(self, k, alpha, beta, u, cam):
+        """View k's whitened residuals and Jacobians on its columns: features (r (m, 2), G (m, 2, C),
+        Ju (m, 2, 2)) and landmarks (r (L, 2), G (L, 2, C), weights (L,))."""
+        K, E, f = self.K, self.E, cam.K[0, 0]
+        tr, sel = self.tr, self.obs[k]
+        C = len(self.cols[k])
+
+        def project(X, Bid, Bex):
+            RX = X @ cam.R.T
+            Xc = RX + cam.t
+            r = f * Xc[:, :2] / Xc[:, 2:3] + self.c[k]
+            Jp, a, bu, bv = _pose_jacobian(RX, Xc, f)
+            dXc = np.zeros((len(X), 2, 3))
+            dXc[:, 0, 0], dXc[:, 0, 2], dXc[:, 1, 1], dXc[:, 1, 2] = a, bu, a, bv
+            dX = dXc @ cam.R                                                # (m, 2, 3) d(projection)/d(model point)
+            G = np.zeros((len(X), 2, C))
+            G[:, :, :K] = dX @ Bid
+            G[:, :, K:K + 6] = Jp[:, :, :6]
+            G[:, :, K + 6:K + 6 + E] = dX @ Bex
+            if self.shared_focal:
+                G[:, :, -1] = Jp[:, :, 6]
+            return r, G, dX
+
+        t = tr.track[sel]
+        X = (self.mean[t] + np.einsum("mck,k->mc", self.B[t], alpha) + np.einsum("mce,e->mc", self.Bx[t], beta)
+             + np.einsum("mcd,md->mc", self.tangent[t], u[t]))
+        r, G, dX = project(X, self.B[t], self.Bx[t])
+        sig = tr.sigma[sel]
+        feat = ((r - tr.uv[sel]) / sig[:, None], G / sig[:, None, None], (dX @ self.tangent[t]) / sig[:, None, None])
+        d, w, sigma = self.lm[k]
+        Xl = self.lm_mean + self.lm_basis[:, :, :K] @ alpha + self.lm_basis[:, :, K:] @ beta
+        r, G, _ = project(Xl, self.lm_basis[:, :, :K], self.lm_basis[:, :, K:])
+        return feat, ((r - d) / sigma, G / sigma, w)
+
+    def _cost(self, alpha, betas, u, cams, parts=False):
+        c2 = CAUCHY_SIGMAS ** 2
+        features = landmarks = 0.0
+        for k, cam in enumerate(cams):
+            (fr, _, _), (lr, _, w) = self._view_terms(k, alpha, betas[k], u, cam)
+            features += float(np.sum(c2 * np.log1p((fr ** 2).sum(1) / c2)))
+            landmarks += float(np.sum(w * c2 * np.log1p((lr ** 2).sum(1) / c2)))
+        prior = float(alpha @ alpha) + self.expression_reg * float((betas ** 2).sum())
+        if self.shared_focal:
+            prior += self.focal_prec * float(np.log(cams[0].K[0, 0] / self.f0)) ** 2
+        if parts:
+            return {"features": round(features, 2), "landmarks": round(landmarks, 2), "prior": round(prior, 2)}
+        return features + landmarks + prior
+
+    def _residual_norms(self, alpha, betas, u, cams):
+        """(M,) px: each track observation's reprojection error."""
+        err = np.zeros(len(self.tr.view))
+        for k, cam in enumerate(cams):
+            fr = self._view_terms(k, alpha, betas[k], u, cam)[0][0]
+            err[self.obs[k]] = np.linalg.norm(fr, axis=1) * self.tr.sigma[self.obs[k]]
+        return err
+
+    def _normal_equations(self, alpha, betas, u, cams):
+        T, P = self.tr.n, self.P
+        H, g = np.zeros((P, P)), np.zeros(P)
+        Huu, Hgu, gu = np.zeros((T, 2, 2)), np.zeros((T, P, 2)), np.zeros((T, 2))
+        for k, cam in enumerate(cams):
+            cols, sel = self.cols[k], self.obs[k]
+            (fr, fG, fJu), (lr, lG, lw) = self._view_terms(k, alpha, betas[k], u, cam)
+            wf = _cauchy(np.linalg.norm(fr, axis=1), CAUCHY_SIGMAS)
+            wl = lw * _cauchy(np.linalg.norm(lr, axis=1), CAUCHY_SIGMAS)
+            Gw, Lw = fG * wf[:, None, None], lG * wl[:, None, None]
+            H[np.ix_(cols, cols)] += _gram(Gw, fG) + _gram(Lw, lG)
+            g[cols] += Gw.reshape(-1, len(cols)).T @ fr.ravel() + Lw.reshape(-1, len(cols)).T @ lr.ravel()
+            t = self.tr.track[sel]
+            np.add.at(Huu, t, np.matmul((fJu * wf[:, None, None]).transpose(0, 2, 1), fJu))
+            local = np.zeros((T, len(cols), 2))
+            np.add.at(local, t, np.matmul(Gw.transpose(0, 2, 1), fJu))
+            Hgu[:, cols] += local
+            np.add.at(gu, t, np.einsum("mia,mi->ma", fJu * wf[:, None, None], fr))
+        K, b0 = self.K, self.beta0
+        H[:K, :K] += np.eye(K)
+        g[:K] += alpha
+        idx = np.arange(b0, b0 + self.E * self.V)
+        H[idx, idx] += self.expression_reg
+        g[b0:b0 + self.E * self.V] += self.expression_reg * betas.ravel()
+        if self.shared_focal:
+            H[-1, -1] += self.focal_prec
+            g[-1] += self.focal_prec * np.log(cams[0].K[0, 0] / self.f0)
+        if self.fix_identity:
+            H[:K], H[:, :K], g[:K], Hgu[:, :K] = 0.0, 0.0, 0.0, 0.0
+            H[:K, :K] = np.eye(K)
+        return H, g, Huu + 1e-6 * np.eye(2), Hgu, gu
+
+    def _moved(self, alpha, betas, cams, dg):
+        K, out = self.K, []
+        scale = np.exp(dg[-1]) if self.shared_focal else 1.0
+        for k, cam in enumerate(cams):
+            w, dt = dg[K + 6 * k:K + 6 * k + 3], dg[K + 6 * k + 3:K + 6 * k + 6]
+            Kc = cam.K.copy()
+            Kc[0, 0] *= scale
+            Kc[1, 1] *= scale
+            out.append(Camera(Kc, _exp_so3(w) @ cam.R, cam.t + dt, cam.width, cam.height))
+        b = betas + dg[self.beta0:self.beta0 + self.E * self.V].reshape(self.V, self.E)
+        return alpha + dg[:K], np.clip(b, self.lower, self.upper), out
+
+    def solve(self, alpha, betas, iterations):
+        T = self.tr.n
+        u = np.zeros((T, 2))
+        cams = [v.camera for v in self.views]
+        cost0 = cost = self._cost(alpha, betas, u, cams)
+        err0 = self._residual_norms(alpha, betas, u, cams)
+        mu, it, done = 1e-3, 0, False
+        for it in range(iterations):
+            H, g, Huu, Hgu, gu = self._normal_equations(alpha, betas, u, cams)
+            # expression weights held at a bound they are pushed against are fixed for this step
+            bi = np.arange(self.beta0, self.beta0 + self.E * self.V)
+            b = betas.ravel()
+            held = bi[((b <= self.lower + 1e-9) & (g[bi] > 0)) | ((b >= self.upper - 1e-9) & (g[bi] < 0))]
+            H[held], H[:, held], g[held], Hgu[:, held] = 0.0, 0.0, 0.0, 0.0
+            H[held, held] = 1.0
+            # the slides' blocks are not damped: the reduced system is formed once per iteration
+            Hinv = _inverse_2x2(Huu)                                                  # (T, 2, 2)
+            HgH = np.matmul(Hgu, Hinv)
+            S = H - _gram(HgH.transpose(0, 2, 1).astype(np.float32),
+                          Hgu.transpose(0, 2, 1).astype(np.float32)).astype(float)
+            b = g - np.einsum("tpb,tb->p", HgH, gu)
+            while True:
+                dg = -np.linalg.solve(S + mu * np.diag(np.diag(H) + 1e-9), b)
+                du = -np.einsum("tab,tb->ta", Hinv, gu + np.einsum("tpa,p->ta", Hgu, dg))
+                a_new, b_new, c_new = self._moved(alpha, betas, cams, dg)
+                new = self._cost(a_new, b_new, u + du, c_new)
+                if new < cost:
+                    done = (cost - new) < TOLERANCE * cost
+                    alpha, betas, u, cams, cost = a_new, b_new, u + du, c_new, new
+                    mu = max(mu / 3, 1e-7)
+                    break
+                mu *= 4
+                if mu > 1e4:
+                    done = True
+                    break
+            if done:
+                break
+        err = self._residual_norms(alpha, betas, u, cams)
+        per_view = [round(float(np.median(err[o])), 4) if len(o) else None for o in self.obs]
+        return alpha, betas, cams, {
+            "per_view_error_px": per_view,
+            "feature_error_px_before": round(float(np.median(err0)), 4) if len(err0) else None,
+            "feature_error_px": round(float(np.median(err)), 4) if len(err) else None,
+            "parts": self._cost(alpha, betas, u, cams, parts=True), "cost_before": round(cost0, 3),
+            "cost_after": round(cost, 3), "iterations": it + 1,
+            "slide_mm": round(float(np.median(np.linalg.norm(u, axis=1))), 4) if T else None}

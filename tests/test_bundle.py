@@ -20,7 +20,7 @@ def _landmark_fit(prepared, views):
 
 
 def test_the_refinement_recovers_a_known_identity_better_than_landmarks(ict_prepared, textured):
-    from fitter.bench.common import face_error, rotation_error_deg
+    from fitter.bench.common import face_error
     from fitter.video.bundle import BundleView, bundle_adjust
 
     p, m = ict_prepared, ict_prepared.model

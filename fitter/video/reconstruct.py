@@ -4,7 +4,8 @@ few photos, fitted jointly (fitter.video.joint), with a texture merged from the 
 `reconstruct_video` and `reconstruct_photos` return a MultiViewResult; `write_multiview` writes
 OUT/<name>/: identity.obj (+ identity.mtl, texture.png; neutral expression, model frame, mm),
 video_shape.obj (the identity at the median of the fitted views' expressions: the face as the views show
-it, what `facefit micc` scores), params.json (identity, per view K/R/t/expression/landmark error, every scanned frame's fate, times) and
+it, what `facefit micc` scores), params.json (identity, per view K/R/t/expression/landmark error, every scanned frame's
+fate, what the refinement beyond landmarks did or why it declined (`refine_views`), times) and
 frames.png (a contact sheet of the fitted views with their overlays), each file atomically.
 """
 import time

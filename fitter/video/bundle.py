@@ -28,10 +28,10 @@ eliminated per track (2×2 Schur complement); the reduced system has K + (6 + E)
 rebuilt once from the refined fit (a tighter gate) and the problem solved again.
 
 It needs skin texture, and declines without it (fewer than MIN_TRACKS tracks in the first round). Measured
-(`facefit bench refine`, BENCHMARKS.md): on a random identity filmed turning with skin texture (1,000-1,600
-tracks) the identity's vertex error falls 24-49 % with exact views and 11-37 % through the whole video path;
-with one skin tone (10-30 tracks: shading, which slides over the surface as the head turns) forcing it makes
-the error 29-37 % worse. The mini MICC videos' renders give 13-154 tracks: forced, it helps their painted
+(`facefit bench refine`, BENCHMARKS.md): on a random identity filmed turning with skin texture (1,000-1,800
+tracks) the identity's vertex error falls 26-52 % with exact views and 11-37 % through the whole video path;
+with one skin tone (13-29 tracks: shading, which slides over the surface as the head turns) forcing it makes
+the error 25-40 % worse. The mini MICC videos' renders give 15-159 tracks: forced, it helps their painted
 synthetic subject and Fran's textured scan indoors and harms the untextured painted scans — and Fran gives
 as few tracks as those, so the gate sits above them all.
 """
@@ -44,7 +44,7 @@ from .. import landmarks as lmk
 from ..camera import Camera, yaw_of_rotation
 from ..coarse import YAW_NOISE_DEG, _cauchy, _exp_so3, _pose_jacobian, region_weights
 from ..mesh import face_normals
-from ..render import get_renderer
+from ..render import GEOMETRY_ONLY, get_renderer
 from ..texture import luma
 from .joint import joint_noise_fraction
 
@@ -57,6 +57,7 @@ GATE_IOD = (0.08, 0.03)     # a match lands this close (× interocular distance)
 MIN_COS = 0.3               # a keypoint is lifted where its surface faces the view by more than this
 MAX_FEATURES = 1500
 EYE_MARGIN_IOD = 0.06       # the eyes and the mouth's opening, widened by this, give no keypoints
+CROP_MARGIN_PX = 16         # keypoints are searched in the landmarks' box widened by this
 UPSAMPLE_BELOW_PX = 120.0   # faces with a smaller interocular distance are searched at 2x
 DEPTH_JUMP_MM = 8.0         # a keypoint whose patch spans a depth jump over this is dropped
 ITERATIONS = (15, 6)        # Levenberg–Marquardt iterations at most, first round and after re-matching
@@ -125,8 +126,13 @@ def detect_features(image, points):
     (interocular under UPSAMPLE_BELOW_PX) are searched at twice the resolution."""
     import cv2
 
-    gray = np.clip(luma(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
-    mask = feature_mask(np.asarray(points, float), gray.shape)
+    points = np.asarray(points, float)
+    H, W = np.shape(image)[:2]
+    x0, y0 = np.maximum(np.floor(points.min(0)).astype(int) - CROP_MARGIN_PX, 0)
+    x1, y1 = np.minimum(np.ceil(points.max(0)).astype(int) + CROP_MARGIN_PX + 1, [W, H])
+    crop = np.asarray(image)[y0:y1, x0:x1]                     # the face only: SIFT's pyramid is built on this
+    gray = np.clip(luma(crop.astype(np.float32)), 0, 255).astype(np.uint8)
+    mask = feature_mask(points - [x0, y0], gray.shape)
     scale = 2 if lmk.outer_interocular(points) < UPSAMPLE_BELOW_PX else 1
     if scale > 1:
         gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
@@ -135,7 +141,7 @@ def detect_features(image, points):
     kps, desc = sift.detectAndCompute(gray, mask)
     if desc is None:
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 128), np.float32)
-    uv = (np.array([k.pt for k in kps], float) + 0.5) / scale - 0.5
+    uv = (np.array([k.pt for k in kps], float) + 0.5) / scale - 0.5 + [x0, y0]
     return uv, np.array([k.size for k in kps], float) / scale, desc
 
 
@@ -159,7 +165,7 @@ def lift(V, faces, camera: Camera, uv, allowed_triangles, radius_px=None):
     cos = np.zeros(n)
     if n == 0:
         return tri, bary, cos
-    r = get_renderer().render(V, faces, camera)
+    r = get_renderer().render(V, faces, camera, maps=GEOMETRY_ONLY)
     H, W = r.triangle_id.shape
     px = np.clip(np.rint(uv).astype(int), 0, [W - 1, H - 1])
     t = r.triangle_id[px[:, 1], px[:, 0]]

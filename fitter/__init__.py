@@ -30,7 +30,7 @@ _API = {  # name -> module that defines it
     "read_image": "io",
     "evaluate_mesh": "evaluate",
     "reconstruct_video": "video", "reconstruct_photos": "video", "write_multiview": "video",
-    "MultiViewResult": "video", "refine_views": "video.reconstruct",
+    "MultiViewResult": "video",
     "bundle_adjust": "video.bundle", "BundleView": "video.bundle",
     "run_batch": "batch", "WorkItem": "batch",
     "RegisteredCapture": "capture", "load_registered_capture": "capture", "register_capture": "capture",

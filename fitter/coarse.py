@@ -429,13 +429,21 @@ def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
 
 def _image_result(lb, alpha, s: _ImageState, size, base_w):
     """The ImageFit of one image's final state: camera, projected landmarks and their error."""
-    mean, basis = lb.at_yaw(yaw_of_rotation(s.R), s.lm)
-    X = mean + basis @ np.concatenate([alpha, s.beta])
     f = float(np.exp(s.logf))
     W, H = size
     cam = Camera(np.array([[f, 0, s.c[0]], [0, f, s.c[1]], [0, 0, 1.0]]), s.R, s.t, int(W), int(H))
-    proj = cam.project(X)
-    err = np.linalg.norm(proj - s.u, axis=1)
-    used = base_w > 0
-    return ImageFit(cam, s.beta, s.u, proj, float(np.median(err[used])),
-                    float(np.median(err[used]) / max(s.iod, 1e-9)), s.w)
+    proj, err_px, err_iod = landmark_error(lb, alpha, s.beta, cam, s.u, base_w, s.lm)
+    return ImageFit(cam, s.beta, s.u, proj, err_px, err_iod, s.w)
+
+
+def landmark_error(lb, alpha, beta, camera, detected, base_w=None, out=None):
+    """The model's landmarks (identity α, expression β; contour rows for the camera's yaw) projected by
+    `camera`: (projected (478, 2) px, median distance to `detected` (478, 2) px over the landmarks with
+    base_w > 0 (default: region × embedding weights), that median / the detected interocular distance).
+    out: a landmark-basis buffer to reuse (LandmarkBasis.at_yaw)."""
+    if base_w is None:
+        base_w = region_weights() * lb.emb.weights
+    mean, basis = lb.at_yaw(yaw_of_rotation(camera.R), out)
+    proj = camera.project(mean + basis @ np.concatenate([alpha, beta]))
+    err = float(np.median(np.linalg.norm(proj - detected, axis=1)[base_w > 0]))
+    return proj, err, err / max(lmk.outer_interocular(detected), 1e-9)

@@ -121,6 +121,15 @@ def vertex_normals(V, F):
     return vn / np.maximum(np.linalg.norm(vn, axis=1, keepdims=True), 1e-30)
 
 
+def tangent_frames(normals):
+    """Two unit tangents (n, 3) each, orthogonal to the unit normals (n, 3) and to each other."""
+    n = np.asarray(normals, float)
+    a = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))
+    t1 = np.cross(n, a)
+    t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
+    return t1, np.cross(n, t1)
+
+
 def adjacency(F, n_vertices) -> sp.csr_matrix:
     """Symmetric vertex adjacency (N, N) with ones on mesh edges."""
     i = np.concatenate([F[:, 0], F[:, 1], F[:, 2], F[:, 1], F[:, 2], F[:, 0]])

@@ -43,7 +43,7 @@ import numpy as np
 from .. import landmarks as lmk
 from ..camera import Camera, yaw_of_rotation
 from ..coarse import YAW_NOISE_DEG, _cauchy, _exp_so3, _pose_jacobian, region_weights
-from ..mesh import face_normals
+from ..mesh import face_normals, tangent_frames
 from ..render import GEOMETRY_ONLY, get_renderer
 from ..texture import luma
 from .joint import joint_noise_fraction
@@ -65,8 +65,7 @@ TOLERANCE = 1e-3            # stop when an accepted step lowers the cost by less
 EXPRESSION_REG = 10.0       # weight of ||β||² per view, as in the joint fit (fitter.coarse)
 FOCAL_SIGMA_LOG = 0.03     # the shared focal's prior around the joint fit's median (free, it drifts 20-30 % on
                             # weakly textured faces; measured on the mini-MICC videos)
-MIN_TRACKS = 400
-MAX_OFF_SURFACE_MM = None if __import__("os").environ.get("OFF") is None else float(__import__("os").environ["OFF"])            # fewer tracks than this: too little surface texture, the refinement is not applied
+MIN_TRACKS = 400            # fewer tracks than this: too little surface texture, the refinement is not applied
 
 
 @dataclass
@@ -86,7 +85,7 @@ class Tracks:
     uv: np.ndarray       # (M, 2) px
     tri: np.ndarray      # (T,) anchor triangle (index into the faces given)
     bary: np.ndarray     # (T, 3)
-    sigma: np.ndarray = None  # (M,) px: each observation's position noise (grows with its keypoint's scale)
+    sigma: np.ndarray    # (M,) px: each observation's position noise (grows with its keypoint's scale)
 
     @property
     def n(self):
@@ -296,11 +295,10 @@ def _empty_tracks():
 
 
 # --- the adjustment ----------------------------------------------------------------------------------
-def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERATIONS, rounds=2, fix_identity=False,
-                  min_tracks=MIN_TRACKS):
+def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERATIONS, rounds=2, min_tracks=MIN_TRACKS):
     """Refine the identity (K,), each view's pose and, with shared_focal, one focal length for all views
     (else each view keeps its own) — see the module docstring. views: BundleView per view (the joint
-    fit's cameras and expressions); fix_identity: refine the cameras only. With fewer than min_tracks
+    fit's cameras and expressions). With fewer than min_tracks
     tracks in the first round nothing is changed (info["applied"] False, with the reason). Returns a
     BundleResult."""
     t0 = time.perf_counter()
@@ -326,7 +324,7 @@ def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERA
                                f"(too little texture, or views too different) to refine by")
             info["seconds"] = time.perf_counter() - t0
             return BundleResult(np.asarray(identity, float).copy(), [v.camera for v in views], betas, tracks, info)
-        problem = _Adjustment(prepared, cur, tracks, shared_focal, fix_identity)
+        problem = _Adjustment(prepared, cur, tracks, shared_focal)
         alpha, betas, cams, stats = problem.solve(alpha, betas, iterations[min(rnd, len(iterations) - 1)])
         stats.update(tracks=int(tracks.n), observations=int(len(tracks.view)), match_s=round(t_match, 3))
         info["rounds"].append(stats)
@@ -340,11 +338,10 @@ class _Adjustment:
     track. A view's rows touch α, its own pose and β, and f only: each view's normal equations are formed
     on those columns and added in."""
 
-    def __init__(self, prepared, views, tracks: Tracks, shared_focal, fix_identity=False,
-                 expression_reg=EXPRESSION_REG):
+    def __init__(self, prepared, views, tracks: Tracks, shared_focal, expression_reg=EXPRESSION_REG):
         model, F = prepared.model, prepared.render_faces
         self.model, self.views, self.tr = model, views, tracks
-        self.fix_identity, self.shared_focal, self.expression_reg = fix_identity, shared_focal, expression_reg
+        self.shared_focal, self.expression_reg = shared_focal, expression_reg
         K, E, nV = model.n_identity, model.n_expression, len(views)
         self.K, self.E, self.V = K, E, nV
         self.beta0 = K + 6 * nV
@@ -357,11 +354,7 @@ class _Adjustment:
         self.B = np.einsum("tj,ktjc->tck", tracks.bary, model.identity_basis[:, T].astype(float))      # (T, 3, K)
         self.Bx = np.einsum("tj,ktjc->tck", tracks.bary, model.expression_basis[:, T].astype(float))   # (T, 3, E)
         self.mean = (tracks.bary[:, :, None] * model.mean[T]).sum(1)                                 # (T, 3)
-        n = face_normals(model.mean, F)[tracks.tri]
-        a = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0, 0]]), np.array([[0, 1.0, 0]]))
-        t1 = np.cross(n, a)
-        t1 /= np.maximum(np.linalg.norm(t1, axis=1, keepdims=True), 1e-12)
-        self.tangent = np.stack([t1, np.cross(n, t1)], axis=2)               # (T, 3, 2)
+        self.tangent = np.stack(tangent_frames(face_normals(model.mean, F)[tracks.tri]), axis=2)  # (T, 3, 2)
         self.obs = [np.flatnonzero(tracks.view == k) for k in range(nV)]
         # landmarks: inner points, with the joint fit's weights and σ
         lb = prepared.landmark_basis
@@ -461,9 +454,6 @@ class _Adjustment:
         if self.shared_focal:
             H[-1, -1] += self.focal_prec
             g[-1] += self.focal_prec * np.log(cams[0].K[0, 0] / self.f0)
-        if self.fix_identity:
-            H[:K], H[:, :K], g[:K], Hgu[:, :K] = 0.0, 0.0, 0.0, 0.0
-            H[:K, :K] = np.eye(K)
         return H, g, Huu + 1e-6 * np.eye(2), Hgu, gu
 
     def _moved(self, alpha, betas, cams, dg):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .. import landmarks as lmk
 from ..camera import crop_image, square_box, yaw_of_rotation
+from ..coarse import landmark_error
 from ..draw import contact_sheet, draw_points, draw_text
 from ..errors import InputError, NoFaceError
 from ..io import read_image, write_image_atomic, write_json_atomic
@@ -169,7 +170,9 @@ def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=False
     medium stage (fitter.video.sweep: a plane sweep along the normals, the face area moved towards its
     confident offsets; one displacement for every view). Skipped, with the reason recorded, where the
     views give too few tracks (too little surface texture), and the medium stage where its sweep is
-    confident on less than min_confident of the face area. Records what it did in res.refinement."""
+    confident on less than min_confident of the face area. Records what it did in res.refinement. It runs
+    before the merged texture and the contact sheet are made (`reconstruct_video(refine=...)`); a result
+    whose outputs are made already keeps them as they were (the benchmarks compare shapes only)."""
     model, fits = prepared.model, res.joint.fit.images
     kept = res.kept_views
     t0 = time.perf_counter()
@@ -202,14 +205,11 @@ def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=False
 
 
 def _update_landmark_errors(prepared, res: MultiViewResult):
-    """Each fitted view's projected landmarks and landmark error at the refined identity and camera."""
-    model, emb = prepared.model, prepared.require_embedding()
+    """Each fitted view's projected landmarks and landmark error at the refined identity, expression and
+    camera (as the joint fit measures them: fitter.coarse.landmark_error)."""
     for im in res.joint.fit.images:
-        V = model.shape(res.identity, im.expression)
-        im.fitted_2d = im.camera.project(emb.points(V, model.faces, yaw_of_rotation(im.camera.R)))
-        used = im.weights > 0
-        im.error_px = float(np.median(np.linalg.norm(im.fitted_2d[used] - im.landmarks_2d[used], axis=1)))
-        im.error_iod = im.error_px / lmk.outer_interocular(im.landmarks_2d)
+        im.fitted_2d, im.error_px, im.error_iod = landmark_error(prepared.landmark_basis, res.identity, im.expression,
+                                                                 im.camera, im.landmarks_2d)
 
 
 def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 
 from ..camera import Camera
 from ..cholesky import FactorCache
-from ..mesh import uniform_laplacian, vertex_normals
+from ..mesh import tangent_frames, uniform_laplacian, vertex_normals
 from ..render import depth_visible, get_renderer
 from ..texture import luma, sample_image
 
@@ -63,14 +63,6 @@ class SweepResult:
     ncc: np.ndarray         # (n, S) the consistency curve per vertex (NaN: fewer than MIN_VIEWS views)
 
 
-def _tangents(n):
-    """Two unit tangents (n, 3) each, orthogonal to the unit normals n (n, 3)."""
-    a = np.where(np.abs(n[:, :1]) < 0.9, np.array([[1.0, 0.0, 0.0]]), np.array([[0.0, 1.0, 0.0]]))
-    t1 = np.cross(n, a)
-    t1 /= np.linalg.norm(t1, axis=1, keepdims=True)
-    return t1, np.cross(n, t1)
-
-
 def visible_in(view: View, faces, vertex_ids, normals):
     """(n,) bool: which of `vertex_ids` the view sees (in the image, not hidden: the project's depth test on
     the view's own mesh; facing the camera by more than MIN_COS)."""
@@ -94,7 +86,7 @@ def sweep(views, faces, vertex_ids, offsets=OFFSETS_MM):
     for view in views:
         normals = vertex_normals(view.vertices, faces)[vertex_ids]
         vis = visible_in(view, faces, vertex_ids, normals)
-        t1, t2 = _tangents(normals)
+        t1, t2 = tangent_frames(normals)
         base = view.vertices[vertex_ids]
         # (n, S, P, 3): the patch at every offset, model frame
         Q = (base[:, None, None] + offsets[None, :, None, None] * normals[:, None, None]

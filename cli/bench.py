@@ -141,19 +141,23 @@ def bench_video(name, scan_dir, root, seconds, part, as_json):
 @_model_option
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="The mini MICC dataset (built by `facefit bench video --root`); needed by --part micc.")
-@click.option("--part", type=click.Choice(["all", "synthetic", "video", "micc"]), default="all", show_default=True,
+@click.option("--part", type=click.Choice(["all", "synthetic", "video", "micc", "pairs"]), default="all",
+              show_default=True,
               help="synthetic: an identity with and without texture, exact truth and cameras; video: the same "
-                   "through the whole video path; micc: the mini MICC videos.")
+                   "through the whole video path; micc: the mini MICC videos; pairs: two photos of each "
+                   "skin-textured subject 30-60° apart.")
+@_scans_option("the skin-textured photo pairs (--part pairs)")
 @_json_option
-def bench_refine(name, root, part, as_json):
-    """Beyond landmarks: the landmark joint fit, + the model-space refinement by feature tracks, + the
-    multi-view medium stage — vertex error (synthetic, with and without skin texture), MICC error per
-    setting (mini MICC videos), time of each step."""
+def bench_refine(name, root, part, scan_dir, as_json):
+    """Beyond landmarks: the landmark joint fit, + the model-space refinement by feature tracks (SIFT and
+    points followed through the video), + the multi-view medium stage — vertex error (synthetic, with and
+    without skin texture), MICC and vertex error per setting (mini MICC videos, skin-textured subjects
+    among them), photo pairs, time of each step."""
     from fitter.bench.refine import refine_bench
 
     if part in ("all", "micc") and root is None:
         raise click.UsageError("--part micc (and all) needs --root of a mini MICC dataset (facefit bench video --root)")
-    _emit(refine_bench(name, root, part, log=_progress), as_json)
+    _emit(refine_bench(name, root, part, scan_dir, log=_progress), as_json)
 
 
 @bench.command("augment")

@@ -156,11 +156,12 @@ def _check_stages(value):
 
 
 def _refine_options(f):
-    """--no-refine and --medium, shared by the multi-view commands."""
-    f = click.option("--medium", "medium", is_flag=True, default=False,
-                     help="After the refinement, also run the multi-view medium stage: a plane sweep along the "
-                          "normals and the mesh moved towards it, beyond the model's space (off by default: it "
-                          "measured better on some textured faces and worse on others, see BENCHMARKS.md).")(f)
+    """--no-refine and --no-medium, shared by the multi-view commands."""
+    f = click.option("--medium/--no-medium", "medium", default=True,
+                     help="After the refinement, the multi-view medium stage: a plane sweep along the normals and "
+                          "the mesh moved towards it, beyond the model's space. On by default; it moves the mesh "
+                          "only where its sweep is confident on enough of the face (skin texture), and says in "
+                          "params.json why it did not.")(f)
     f = click.option("--no-refine", "refine", is_flag=True, default=True, flag_value=False,
                      help="Skip the model-space refinement by feature tracks across the views: the landmark "
                           "joint fit only. It is skipped by itself, with the reason in "
@@ -245,7 +246,7 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         sys.exit(3 if failed == len(paths) else 4)
 
 
-def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine=True, medium=False):
+def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine=True, medium=True):
     from fitter.io import ensure_writable_dir
     from fitter.prepared import PreparedModel
     from fitter.video import reconstruct_photos, write_multiview

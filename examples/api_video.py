@@ -32,8 +32,11 @@ def main():
     ms = res.refinement["model_space"]
     if ms["applied"]:
         last = ms["rounds"][-1]
-        print(f"refined by {last['tracks']} feature tracks: track error {ms['rounds'][0]['feature_error_px_before']:.2f}"
-              f" -> {last['feature_error_px']:.2f} px; medium stage: {res.refinement['medium']}")
+        med = res.refinement["medium"]
+        med = ("applied" if med.get("applied") else f"declined: {med.get('reason')}") if isinstance(med, dict) else med
+        print(f"refined by {last['tracks']} tracks ({last['sift_tracks']} SIFT, {last['flow_tracks']} followed through "
+              f"the video, {last['wide_tracks']} model-guided): track error "
+              f"{ms['rounds'][0]['feature_error_px_before']:.2f} -> {last['feature_error_px']:.2f} px; medium stage {med}")
     else:
         print(f"not refined beyond the landmarks: {ms['reason']}")
     folder = fitter.write_multiview(res, model, Path(args.output) / res.name)

@@ -186,6 +186,21 @@ def sample_image(image, uv):
     return out.reshape(rows * cols, -1)[:k]
 
 
+def texture_at_pixels(result, uv, uv_faces, texture):
+    """(H, W, 3) float [0, 1]: a UV texture (T, T, 3) uint8 or float looked up (bilinear) at every pixel of
+    a render `result` (fitter.render.RenderResult) of triangles whose corners have texture coordinates
+    uv[uv_faces] (uv (U, 2) in [0, 1], v up; uv_faces (F, 3), one row per triangle drawn); 0 off the mesh."""
+    tex = np.asarray(texture, np.float32)
+    tex = tex / 255.0 if tex.max() > 1.5 else tex
+    m = result.mask
+    st = interpolate(np.asarray(uv, float), uv_faces, result.triangle_id[m], result.barycentric[m].astype(float))
+    T = tex.shape[0]
+    px = np.column_stack([st[:, 0] * T - 0.5, (1 - st[:, 1]) * T - 0.5])
+    out = np.zeros(m.shape + (3,), np.float32)
+    out[m] = sample_image(tex, px)[:, :3]
+    return out
+
+
 def fit_texture(prepared, V, camera: Camera, image, visible, skin_mask=None, region="face", iterations=3,
                 smooth=2.0, symmetry=0.5, prior=0.05):
     """Estimate SH and Phong lighting and per-vertex albedo of mesh V (model frame, mm) from `image`

@@ -96,5 +96,5 @@ def mini_micc(ict_prepared, tmp_path_factory):
     need(SHARED / "data" / "scan-fran" / "fran_cut.vtk", "Fran's scan")
     root = tmp_path_factory.mktemp("mini_micc")
     truth = build_mini_micc(root, ict_prepared, SHARED / "data", seconds=MINI_MICC_SECONDS, fps=MINI_MICC_FPS,
-                            scans=("scan-fran",), log=lambda *a: None)
+                            scans=("scan-fran",), skin=(), log=lambda *a: None)
     return root, truth

@@ -1,8 +1,10 @@
 """A MICC-layout mini dataset made from ../shared/data, for the tests and the video benchmark.
 
 Each subject is a real scan (Fran with its own texture; MeshMonk's and Lee Perry-Smith's untextured
-scans in a uniform skin tone) or a synthetic ICT identity with the painted albedo and known truth, filmed
-as a turning head (yaw ±55°, some pitch and roll) in the three MICC settings with falling face size and
+scans in a uniform skin tone), a skin-textured subject (a scan registered to the model by T-ICP — its
+shape in the model's topology and UV chart — wearing the UV texture of a real photo's fit: real skin,
+SKIN_PHOTOS; its truth the registered mesh) or a synthetic ICT identity with the painted albedo and known
+truth, filmed as a turning head (yaw ±55°, some pitch and roll) in the three MICC settings with falling face size and
 quality, written as raw MJPEG streams (concatenated JPEGs, as MICC ships them):
 
 | setting | face width | degradation |
@@ -28,6 +30,7 @@ from ..io import write_bytes_atomic, write_json_atomic
 from ..mesh import write_obj
 from ..render import get_renderer
 from ..scan import render_colors
+from ..texture import texture_at_pixels
 from .common import SCANS, load_gt_scan
 
 SETTINGS = ("Indoor-Cooperative", "PTZ-Indoor", "PTZ-Outdoor")
@@ -49,6 +52,9 @@ QUALITY = {"Indoor-Cooperative": Quality(260, 0.0, 1.0, (1.0, 1.0, 1.0), 90),
            "PTZ-Indoor": Quality(120, 0.8, 3.0, (1.06, 1.0, 0.9), 70),
            "PTZ-Outdoor": Quality(80, 1.2, 5.0, (0.9, 1.0, 1.1), 50)}
 SYNTHETIC_SEED = 4242
+SKIN_PHOTOS = {"scan-meshmonk": "whitehouse_obama.jpg", "scan-fran": "skimage_astronaut.png",
+               "scan-leeperrysmith": "whitehouse_biden.jpg"}  # whose skin each registered scan wears
+SKIN_TEXTURE_PX = 1024
 
 
 def head_motion(n, max_yaw=55.0):
@@ -82,11 +88,23 @@ def _degrade(img, q: Quality, rng, streak_px):
 
 
 class _Subject:
-    """Something to film: a mesh with colours, the rotation from its frame to a y-up, z-forward face
+    """Something to film: a mesh with colours (per vertex, or a UV texture: uv (U, 2), uv_faces (F, 3) a
+    row per triangle of F, texture (T, T, 3) uint8), the rotation from its frame to a y-up, z-forward face
     frame and the point the camera aims at."""
 
-    def __init__(self, V, F, colors, R_face, center):
+    def __init__(self, V, F, colors, R_face, center, uv=None, uv_faces=None, texture=None):
         self.V, self.F, self.colors, self.R_face, self.center = V, F, colors, R_face, center
+        self.uv, self.uv_faces, self.texture = uv, uv_faces, texture
+
+    def render(self, cam, light):
+        """(H, W, 3) float colours and the render result: Lambert light times the colours."""
+        if self.texture is None:
+            r = get_renderer().render(self.V, self.F, cam, vertex_colors=self.colors, light_dir=light)
+            return r.color, r
+        grey = np.full((len(self.V), 3), 0.5)  # the Lambert factor at half scale (no clipping at 1)
+        r = get_renderer().render(self.V, self.F, cam, vertex_colors=grey, light_dir=light)
+        albedo = texture_at_pixels(r, self.uv, self.uv_faces, self.texture)
+        return np.clip(albedo * r.color * 2.0, 0, 1), r
 
     def camera(self, yaw, pitch, roll, distance, drift):
         R = MODEL_TO_OPENCV @ rotation_matrix(yaw, pitch, roll) @ self.R_face
@@ -106,9 +124,8 @@ def film(subject: _Subject, path, setting, seconds, fps, seed):
     for k, (yaw, pitch, roll) in enumerate(zip(*head_motion(n))):
         drift = 0.08 * distance * np.array([np.sin(0.7 * k / fps), 0.5 * np.cos(0.5 * k / fps)])
         cam = subject.camera(yaw, pitch, roll, distance, drift)
-        r = get_renderer().render(subject.V, subject.F, cam, vertex_colors=subject.colors, light_dir=light,
-                                  background=(0, 0, 0))
-        img = np.where(r.mask[..., None], r.color, bg).astype(np.float32)
+        color, r = subject.render(cam, light)
+        img = np.where(r.mask[..., None], color, bg).astype(np.float32)
         streak = q.face_px / 10 if k % 5 == 2 else 0
         chunks.append(_degrade(img, q, rng, streak))
     write_bytes_atomic(path, b"".join(chunks))
@@ -118,6 +135,23 @@ def film(subject: _Subject, path, setting, seconds, fps, seed):
 def _scan_subject(data_dir, folder, mesh, texture, arbitrary):
     scan, frame = load_gt_scan(Path(data_dir), folder, mesh, texture, arbitrary)
     return scan, frame, _Subject(scan.V, scan.F, render_colors(scan), frame.R, frame.nose_tip)
+
+
+def skin_subject(prepared, data_dir, folder, mesh, texture, arbitrary, photo):
+    """A scan's shape with a real person's skin: the scan registered to the model (T-ICP: the scan in the
+    model's topology and UV chart, fitter.register.register_scan) and textured with the UV texture of a
+    real photo's fit (fitter.pipeline.fit_photo: the photo where it sees the face). Returns (registered
+    vertices (N, 3) mm in the scan's frame, face frame, _Subject)."""
+    from ..pipeline import fit_photo
+    from ..register import register_scan
+
+    model = prepared.model
+    scan, frame = load_gt_scan(Path(data_dir), folder, mesh, texture, arbitrary)
+    reg, _ = register_scan(prepared, scan, frame=frame)
+    fit = fit_photo(Path(data_dir) / "photos" / photo, prepared, stages=("coarse",), texture_size=SKIN_TEXTURE_PX)[0]
+    drawn = model.region_mask("render")[model.faces].all(1) if "render" in model.regions else slice(None)
+    return reg.vertices, frame, _Subject(reg.vertices, prepared.render_faces, None, frame.R, frame.nose_tip,
+                                         model.uv, model.uv_faces[drawn], fit.texture_image)
 
 
 def _synthetic_subject(prepared, seed):
@@ -140,10 +174,12 @@ def _write_scan(root, subject_id, name, V, F, landmarks_68):
 
 
 def build_mini_micc(root, prepared, data_dir, seconds=10.0, fps=25.0, settings=SETTINGS,
-                    scans=tuple(s[0] for s in SCANS), synthetic=True, corrupt=True, scanless=True, log=print):
+                    scans=tuple(s[0] for s in SCANS), synthetic=True, corrupt=True, scanless=True,
+                    skin=tuple(s[0] for s in SCANS), log=print):
     """Write the mini dataset under `root` (see the module docstring): a subject per scan folder named in
-    `scans` (those found in data_dir), the synthetic one, the scanless and the corrupt ones as asked.
-    Returns truth.json's dict."""
+    `scans` (those found in data_dir), a skin-textured subject per scan folder named in `skin` (the scan
+    registered to the model and wearing a real photo's skin), the synthetic one, the scanless and the
+    corrupt ones as asked. Returns truth.json's dict."""
     root = Path(root)
     truth, k = {}, 0
 
@@ -171,6 +207,19 @@ def build_mini_micc(root, prepared, data_dir, seconds=10.0, fps=25.0, settings=S
     model = prepared.model
     ref = np.asarray(model.metadata["reference_landmarks_68"])
     F_scan = model.faces_in("outer_skin")
+    for folder, mesh, texture, arbitrary in SCANS:
+        photo = SKIN_PHOTOS.get(folder)
+        if folder not in (skin or ()) or photo is None:
+            continue
+        if not (Path(data_dir) / folder / mesh).is_file() or not (Path(data_dir) / "photos" / photo).is_file():
+            log(f"skipping the skin subject of {folder}: its scan or {photo} not found")
+            continue
+        V, frame, subject = skin_subject(prepared, data_dir, folder, mesh, texture, arbitrary, photo)
+        sid = next_id()
+        _write_scan(root, sid, f"skin-{folder.removeprefix('scan-')}", V, F_scan, V[ref])
+        film_all(sid, subject, 100 * k)
+        truth[sid] = {"kind": "skin", "source": folder, "photo": photo, "model": model.name}
+        log(f"{sid}: {folder} registered, with the skin of {photo}")
     if synthetic:
         alpha, V, subject = _synthetic_subject(prepared, SYNTHETIC_SEED)
         sid = next_id()

@@ -6,10 +6,13 @@
   landmarks the true ones plus 2 px noise. Vertex error of the identity (fitter.bench.common.face_error).
 - `textured_video`: the same through the whole video path (detector landmarks, frame selection), with
   skin texture and with the painted albedo alone.
-- `mini_micc`: the mini MICC videos (fitter.bench.micc_mini: scans with their own texture and painted
-  in one skin tone, and the synthetic identity with the painted albedo): MICC error per setting with the
-  default (the refinement applied only where the views give MIN_TRACKS tracks), and with the refinement
-  forced (min_tracks 0), without and with the medium stage; time of each step.
+- `mini_micc`: the mini MICC videos (fitter.bench.micc_mini: the scans registered to the model and wearing
+  a real photo's skin; the scans with their own texture or painted in one skin tone; the synthetic
+  identity with the painted albedo): MICC and vertex error per setting of the landmark joint fit, the
+  refinement with SIFT tracks alone, with SIFT and flow tracks, the default pipeline (refinement and
+  medium stage as their gates decide) and both forced; tracks of each kind; time of each step.
+- `photo_pairs`: two photos of each skin-textured subject 30°, 45° and 60° apart: each alone, the
+  landmark joint fit and the default joint fit.
 """
 import copy
 import json
@@ -19,15 +22,20 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import landmarks as lmk
+from ..camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
 from ..coarse import fit_landmarks
-from ..datasets.micc import SETTINGS, score_against_scans
+from ..datasets.micc import SETTINGS, load_scans, score_against_scans
+from ..io import write_json_atomic
+from ..mesh import read_obj_vertices, write_obj
 from ..prepared import PreparedModel
 from ..synthetic import textured_turntable
-from ..video import reconstruct_video
+from ..video import reconstruct_photos, reconstruct_video
 from ..video.bundle import MIN_TRACKS, BundleView, bundle_adjust
 from ..video.reconstruct import refine_views
 from ..video.sweep import medium_stage
-from .common import face_error
+from .common import SCANS, face_error
+from .micc_mini import SKIN_PHOTOS, skin_subject
 from .video import _scans_of
 
 
@@ -96,43 +104,138 @@ def textured_video(prepared, seeds=(5, 6, 7), textures=("skin", "painted"), log=
     return rows
 
 
-def mini_micc(prepared, root, truth, log=print):
+def _truth_vertices(prepared, root, sid, t):
+    """The known shape of a mini-MICC subject, model topology (None for a scan of another topology): the
+    synthetic identity at neutral expression, or a skin subject's registered scan (its frontal1 mesh)."""
     model = prepared.model
-    zero = np.zeros(model.n_expression)
+    if t["kind"] == "synthetic":
+        return model.shape(np.asarray(t["identity"]), np.zeros(model.n_expression))
+    if t["kind"] == "skin":
+        return read_obj_vertices(next((Path(root) / sid / "Model" / "frontal1" / "obj").glob("*.obj")))
+    return None
+
+
+MICC_VARIANTS = (  # name: refine_views options (None: the refinement not run)
+    ("landmarks", None),
+    ("sift", {"follow": False, "medium": False}),
+    ("refined", {"medium": False}),
+    ("default", {}),
+    ("forced", {"min_tracks": 0, "min_confident": 0.0, "medium": True}),
+)
+
+
+def mini_micc(prepared, root, truth, log=print, kinds=("scan", "synthetic", "skin")):
+    """Per subject and setting of the mini MICC (fitter.bench.micc_mini): MICC error (mean, mm) and, where
+    the shape is known in the model's topology, the vertex error (synthetic: the neutral identity; skin:
+    the video shape against the registered scan) of the landmark joint fit ("landmarks"), the refinement
+    with SIFT tracks alone ("sift"), with SIFT and flow tracks ("refined"), the default pipeline
+    ("default": the refinement and the medium stage as their gates decide) and both forced ("forced");
+    tracks of each kind, what was applied, time of each step."""
     rows = []
     for sid, t in truth.items():
-        if t["kind"] not in ("scan", "synthetic"):
+        if t["kind"] not in kinds:
             continue
         scans = _scans_of(root, sid)
+        V_true = _truth_vertices(prepared, root, sid, t)
         for setting in SETTINGS:
             t0 = time.perf_counter()
             base = reconstruct_video(prepared, Path(root) / sid / "Video" / f"{setting}.mjpg", refine=False)
-            row = {"subject": sid, "source": t.get("source", "synthetic"), "setting": setting,
-                   "landmarks_s": time.perf_counter() - t0,
-                   "landmarks_mm": score_against_scans(prepared, base.shape, scans)[1]["mean_mm"]}
-            V_true = model.shape(np.asarray(t["identity"]), zero) if t["kind"] == "synthetic" else None
-            if V_true is not None:
-                row["landmarks_vertex_mm"] = face_error(model, base.neutral, V_true)
-            for name, min_tracks, medium in (("default", None, True), ("forced", 0, False),
-                                             ("forced_medium", 0, True)):
+            row = {"subject": sid, "kind": t["kind"], "source": t.get("source", "synthetic"), "setting": setting,
+                   "landmarks_s": time.perf_counter() - t0, "views": len(base.joint.kept)}
+            for name, kwargs in MICC_VARIANTS:
                 res = copy.deepcopy(base)
-                kwargs = {} if min_tracks is None else {"min_tracks": min_tracks, "min_confident": 0.0}
-                refine_views(prepared, res, shared_focal=True, medium=medium, **kwargs)  # "default": with --medium
+                if kwargs is not None:
+                    refine_views(prepared, res, shared_focal=True, **kwargs)
                 row[f"{name}_mm"] = score_against_scans(prepared, res.shape, scans)[1]["mean_mm"]
-                row[f"{name}_refine_s"] = res.times.get("refine_s", 0.0)
-                row[f"{name}_medium_s"] = res.times.get("medium_s", 0.0)
                 if V_true is not None:
-                    row[f"{name}_vertex_mm"] = face_error(model, res.neutral, V_true)
-                if name == "default":
-                    ms = res.refinement["model_space"]
-                    row["tracks"] = ms.get("tracks", ms["rounds"][0]["tracks"] if ms.get("rounds") else None)
-                    row["applied"] = ms["applied"]
+                    row[f"{name}_vertex_mm"] = face_error(prepared.model, res.neutral if t["kind"] == "synthetic"
+                                                          else res.shape, V_true)
+                if kwargs is None:
+                    continue
+                for step in ("flow_s", "refine_s", "medium_s"):
+                    row[f"{name}_{step}"] = res.times.get(step, 0.0)
+                ms, med = res.refinement["model_space"], res.refinement["medium"]
+                first = ms["rounds"][0] if ms.get("rounds") else ms
+                row[f"{name}_tracks"] = [first.get("sift_tracks"), first.get("flow_tracks")]
+                row[f"{name}_applied"] = [ms["applied"], med.get("applied") if isinstance(med, dict) else False]
+                if isinstance(med, dict):
+                    row[f"{name}_confident"] = med.get("confident_fraction")
             rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
             log(json.dumps(rows[-1]))
     return rows
 
 
-def refine_bench(name="ict", root=None, part="all", log=print):
+PAIR_GAPS_DEG = (30, 45, 60)
+PAIR_SIZE = (1200, 1600)     # portrait photos, as the real calibrated pair of issue 22
+PAIR_FACE_PX = 300.0         # face width (150 mm) in the photos
+
+
+def photo_pairs(prepared, data_dir, gaps=PAIR_GAPS_DEG, log=print):
+    """Two photos of each skin-textured subject (fitter.bench.micc_mini's registered scans wearing a real
+    photo's skin), the head turned ±gap/2 (one session: the same light and camera), 1200×1600 px with a
+    300 px face: MICC error against the registered scan of each photo fitted alone, of the landmark joint
+    fit (`fit --same-person --no-refine`) and of the default joint fit (`fit --same-person`), with the
+    tracks the refinement found."""
+    import cv2
+
+
+    model = prepared.model
+    F_scan = model.faces_in("outer_skin")
+    ref = np.asarray(model.metadata["reference_landmarks_68"])
+    W, H = PAIR_SIZE
+    focal = 1.2 * max(W, H)
+    rows = []
+    for folder, mesh, texture, arbitrary in SCANS:
+        photo = SKIN_PHOTOS.get(folder)
+        if photo is None or not (Path(data_dir) / folder / mesh).is_file():
+            continue
+        V, frame, subject = skin_subject(prepared, data_dir, folder, mesh, texture, arbitrary, photo)
+        with tempfile.TemporaryDirectory() as d:
+            obj = Path(d) / "truth.obj"
+            write_obj(obj, V, F_scan)
+            lj = Path(d) / "truth.ljson"
+            write_json_atomic(lj, {"landmarks": {"points": np.round(V[ref], 4).tolist()},
+                                   "labels": [{"label": "ibug68", "mask": list(range(68))}]})
+            scans = load_scans([{"name": "frontal1", "path": str(obj), "landmarks": str(lj)}])
+            rng = np.random.default_rng(7)
+            for gap in gaps:
+                paths = []
+                for k, yaw in enumerate((-gap / 2.0, gap / 2.0)):
+                    R = MODEL_TO_OPENCV @ rotation_matrix(yaw, 3.0, 0.0) @ subject.R_face
+                    t = np.array([0.0, 0.0, focal * 150.0 / PAIR_FACE_PX]) - R @ subject.center
+                    cam = Camera(intrinsics(focal, W, H), R, t, W, H)
+                    color, r = subject.render(cam, (-0.3, -0.4, -0.87))
+                    img = np.where(r.mask[..., None], color, 0.45) * 255 + rng.normal(0, 2.0, color.shape)
+                    paths.append(str(Path(d) / f"{folder}_{gap}_{k}.jpg"))
+                    cv2.imwrite(paths[-1], np.clip(img + 0.5, 0, 255).astype(np.uint8)[:, :, ::-1],
+                                [cv2.IMWRITE_JPEG_QUALITY, 92])
+                row = {"subject": folder, "photo": photo, "gap_deg": gap}
+                singles = []
+                for path in paths:
+                    res = reconstruct_photos(prepared, [path], refine=False)
+                    singles.append(score_against_scans(prepared, res.shape, scans)[1]["mean_mm"])
+                row["single_mm"] = singles
+                row["better_single_mm"] = min(singles)
+                base = reconstruct_photos(prepared, paths, refine=False)
+                row["joint_landmarks_mm"] = score_against_scans(prepared, base.shape, scans)[1]["mean_mm"]
+                t0 = time.perf_counter()
+                res = reconstruct_photos(prepared, paths)
+                row["joint_default_s"] = time.perf_counter() - t0
+                row["joint_default_mm"] = score_against_scans(prepared, res.shape, scans)[1]["mean_mm"]
+                ms = res.refinement["model_space"]
+                first = ms["rounds"][0] if ms.get("rounds") else ms
+                row["tracks"] = first.get("tracks")
+                row["applied"] = [ms["applied"], res.refinement["medium"].get("applied")
+                                  if isinstance(res.refinement["medium"], dict) else False]
+                row["interocular_px"] = [round(float(lmk.outer_interocular(v.face.points)), 1) for v in base.views]
+                rows.append({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()})
+                log(json.dumps(rows[-1]))
+    return rows
+
+
+def refine_bench(name="ict", root=None, part="all", data_dir=None, log=print):
+    """The parts of the benchmark (see the module docstring): synthetic, video, micc (needs `root`, a mini
+    MICC made by `facefit bench video`), pairs (needs `data_dir`, ../shared/data)."""
     prepared = PreparedModel.load(name)
     out = {}
     if part in ("all", "synthetic"):
@@ -143,4 +246,8 @@ def refine_bench(name="ict", root=None, part="all", log=print):
         if root is None or not (Path(root) / "truth.json").is_file():
             raise FileNotFoundError("the mini MICC part needs --root, a folder made by `facefit bench video`")
         out["mini_micc"] = mini_micc(prepared, root, json.loads((Path(root) / "truth.json").read_text()), log=log)
+    if part in ("all", "pairs"):
+        if data_dir is None or not Path(data_dir).is_dir():
+            raise FileNotFoundError("the photo-pair part needs --scans, the folder of ../shared/data")
+        out["photo_pairs"] = photo_pairs(prepared, data_dir, log=log)
     return out

@@ -133,7 +133,7 @@ def read_ljson(path):
     return P
 
 
-def work_items(layout: MiccLayout, gt_dir=None, stride=None, per_bin=2, texture_size=512, refine=True, medium=False):
+def work_items(layout: MiccLayout, gt_dir=None, stride=None, per_bin=2, texture_size=512, refine=True, medium=True):
     """One batch WorkItem per video of a subject with scans; (items, failures) with failures as
     {item id: reason} for the videos that cannot be scored."""
     from ..batch import WorkItem
@@ -165,7 +165,7 @@ def reconstruct_and_score(prepared, args, folder):
 
     res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
                             texture_size=args.get("texture_size", 512), refine=args.get("refine", True),
-                            medium=args.get("medium", False))
+                            medium=args.get("medium", True))
     write_multiview(res, prepared, folder)
     scans = load_scans(args["scans"])
     scores, best = score_against_scans(prepared, res.shape, scans)
@@ -377,7 +377,7 @@ def _boxplot(rows, settings, path):
 
 def run_micc(root, outdir, settings=SETTINGS, subjects=None, gt_dir=None, workers=None, scheduler=None,
              stride=None, per_bin=2, texture_size=512, model_name="ict", progress=True, log=print, refine=True,
-             medium=False):
+             medium=True):
     """Reconstruct and score every MICC video under `root` through the batch engine into
     OUT/subject_XX/<Setting>/, then write the report (results.csv, summary.md/json, boxplot.png).
     Returns (BatchSummary, summary.json's dict)."""

@@ -44,9 +44,11 @@ from .. import landmarks as lmk
 from ..camera import Camera, yaw_of_rotation
 from ..coarse import YAW_NOISE_DEG, _cauchy, _exp_so3, _pose_jacobian, region_weights
 from ..mesh import face_normals, tangent_frames
-from ..render import GEOMETRY_ONLY, get_renderer
 from ..texture import luma
 from .joint import joint_noise_fraction
+from .flow import flow_tracks
+from .tracks import Tracks, empty_tracks, feature_mask, lift, merge_tracks
+from .wide import wide_tracks
 
 FEATURE_SIGMA_PX = 1.0      # a matched keypoint's position noise (px), for keypoints up to SIGMA_SIZE_PX across;
 SIGMA_SIZE_PX = 6.0         # larger ones in proportion to their size (coarse blobs: shading more than skin marks)
@@ -54,18 +56,20 @@ CAUCHY_SIGMAS = 2.5         # robust scale, in σ
 MAX_YAW_GAP_DEG = 35.0      # views matched with each other
 RATIO = 0.8                 # Lowe's ratio test
 GATE_IOD = (0.08, 0.03)     # a match lands this close (× interocular distance) to the fit's prediction, per round
-MIN_COS = 0.3               # a keypoint is lifted where its surface faces the view by more than this
 MAX_FEATURES = 1500
-EYE_MARGIN_IOD = 0.06       # the eyes and the mouth's opening, widened by this, give no keypoints
 CROP_MARGIN_PX = 16         # keypoints are searched in the landmarks' box widened by this
 UPSAMPLE_BELOW_PX = 120.0   # faces with a smaller interocular distance are searched at 2x
-DEPTH_JUMP_MM = 8.0         # a keypoint whose patch spans a depth jump over this is dropped
 ITERATIONS = (15, 6)        # Levenberg–Marquardt iterations at most, first round and after re-matching
 TOLERANCE = 1e-3            # stop when an accepted step lowers the cost by less than this (relative)
 EXPRESSION_REG = 10.0       # weight of ||β||² per view, as in the joint fit (fitter.coarse)
 FOCAL_SIGMA_LOG = 0.03     # the shared focal's prior around the joint fit's median (free, it drifts 20-30 % on
                             # weakly textured faces; measured on the mini-MICC videos)
 MIN_TRACKS = 400            # fewer tracks than this: too little surface texture, the refinement is not applied
+                            # (a video's SIFT and flow tracks together; the mini MICC's painted and untextured
+                            # scans give 49-388; the skin-textured ones 446-1,093 at 260 px faces, 218-718 at
+                            # 120 px, 60-171 at 80 px)
+MIN_PHOTO_TRACKS = 60       # the same for a few photos (model-guided matches of one pair: painted and untextured
+                            # pairs 30-60° apart give 5-45 in the first round, skin-textured ones up to 45° 94-316)
 
 
 @dataclass
@@ -79,20 +83,6 @@ class BundleView:
 
 
 @dataclass
-class Tracks:
-    view: np.ndarray     # (M,) observation -> view
-    track: np.ndarray    # (M,) observation -> track
-    uv: np.ndarray       # (M, 2) px
-    tri: np.ndarray      # (T,) anchor triangle (index into the faces given)
-    bary: np.ndarray     # (T, 3)
-    sigma: np.ndarray    # (M,) px: each observation's position noise (grows with its keypoint's scale)
-
-    @property
-    def n(self):
-        return len(self.tri)
-
-
-@dataclass
 class BundleResult:
     identity: np.ndarray
     cameras: list                 # refined Camera per view
@@ -102,24 +92,6 @@ class BundleResult:
 
 
 # --- features ----------------------------------------------------------------------------------------
-def feature_mask(points, shape):
-    """(H, W) uint8 mask of where keypoints are taken: inside the landmarks' (478, 2) convex hull, away
-    from the eyes (gaze, blinks, and the model's eyeballs are not skin) and the mouth's opening."""
-    import cv2
-
-    from .reconstruct import face_region_mask
-
-    mask = face_region_mask(points, shape).astype(np.uint8)
-    groups = lmk.polygons()
-    margin = max(2, int(round(EYE_MARGIN_IOD * lmk.outer_interocular(points))))
-    holes = np.zeros(shape, np.uint8)
-    for name in ("left_eye", "right_eye", "inner_lips"):
-        for loop in groups.get(name, []):
-            cv2.fillConvexPoly(holes, cv2.convexHull(np.rint(points[loop]).astype(np.int32)), 1)
-    holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
-    return (mask & (1 - holes)) * 255
-
-
 def detect_features(image, points):
     """SIFT keypoints (n, 2) px, their sizes (n,) px and descriptors (n, 128), in feature_mask. Small faces
     (interocular under UPSAMPLE_BELOW_PX) are searched at twice the resolution."""
@@ -142,55 +114,6 @@ def detect_features(image, points):
         return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 128), np.float32)
     uv = (np.array([k.pt for k in kps], float) + 0.5) / scale - 0.5 + [x0, y0]
     return uv, np.array([k.size for k in kps], float) / scale, desc
-
-
-def depth_edges(depth, radius_px, jump_mm=DEPTH_JUMP_MM):
-    """(H, W) bool: pixels within radius_px of an occluding edge or of the background (a jump in the
-    rendered depth over jump_mm) — where a keypoint's patch straddles two surfaces."""
-    import cv2
-
-    far = np.where(depth > 0, depth, 1e6).astype(np.float32)
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius_px + 1, 2 * radius_px + 1))
-    return (cv2.dilate(far, k) - cv2.erode(far, k)) > jump_mm
-
-
-def lift(V, faces, camera: Camera, uv, allowed_triangles, radius_px=None):
-    """Where pixels uv (n, 2) land on the mesh (V (N, 3), faces) as the camera sees it: (triangle (n,),
-    barycentric (n, 3), facing cosine (n,)); triangle −1 where off the allowed triangles or facing less
-    than MIN_COS. Exact ray–triangle barycentrics at the sub-pixel position."""
-    n = len(uv)
-    tri = -np.ones(n, np.int64)
-    bary = np.zeros((n, 3))
-    cos = np.zeros(n)
-    if n == 0:
-        return tri, bary, cos
-    r = get_renderer().render(V, faces, camera, maps=GEOMETRY_ONLY)
-    H, W = r.triangle_id.shape
-    px = np.clip(np.rint(uv).astype(int), 0, [W - 1, H - 1])
-    t = r.triangle_id[px[:, 1], px[:, 0]]
-    ok = t >= 0
-    ok[ok] = allowed_triangles[t[ok]]
-    if radius_px is not None:
-        ok &= ~depth_edges(r.depth, max(1, int(round(radius_px))))[px[:, 1], px[:, 0]]
-    idx = np.flatnonzero(ok)
-    T = faces[t[idx]]
-    P = camera.to_camera(V[T.ravel()]).reshape(-1, 3, 3)      # (m, 3 corners, 3)
-    d = np.column_stack([uv[idx], np.ones(len(idx))]) @ np.linalg.inv(camera.K).T
-    A = np.stack([P[:, 0] - P[:, 2], P[:, 1] - P[:, 2], -d], axis=2)
-    with np.errstate(all="ignore"):
-        sol = np.linalg.solve(A, -P[:, 2][..., None])[..., 0]
-    b = np.column_stack([sol[:, 0], sol[:, 1], 1 - sol[:, 0] - sol[:, 1]])
-    # the sub-pixel position may fall just outside the pixel centre's triangle: its plane extended there
-    exact = np.isfinite(b).all(1) & (b > -0.5).all(1)
-    b = np.where(exact[:, None], b, r.barycentric[px[idx, 1], px[idx, 0]])
-    b /= b.sum(1, keepdims=True)
-    nrm = np.cross(P[:, 1] - P[:, 0], P[:, 2] - P[:, 0])
-    nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
-    X = (b[:, :, None] * P).sum(1)
-    c = -(nrm * X).sum(1) / np.linalg.norm(X, axis=1)
-    keep = c > MIN_COS
-    tri[idx[keep]], bary[idx[keep]], cos[idx[keep]] = t[idx[keep]], b[keep], c[keep]
-    return tri, bary, cos
 
 
 def build_tracks(prepared, views, identity, gate_iod, features=None):
@@ -235,7 +158,7 @@ def build_tracks(prepared, views, identity, gate_iod, features=None):
     n_nodes = int(offsets[-1])
     node_view = np.repeat(np.arange(len(views)), np.diff(offsets))
     if not rows:
-        return _empty_tracks()
+        return empty_tracks()
     r, c = np.concatenate(rows), np.concatenate(cols)
     g = coo_matrix((np.ones(len(r)), (r, c)), shape=(n_nodes, n_nodes))
     _, label = connected_components(g, directed=False)
@@ -290,16 +213,15 @@ def _inverse_2x2(A):
     return np.stack([np.stack([d, -b], 1), np.stack([-c, a], 1)], 1) / det[:, None, None]
 
 
-def _empty_tracks():
-    return Tracks(np.zeros(0, int), np.zeros(0, int), np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 3)), np.zeros(0))
-
-
 # --- the adjustment ----------------------------------------------------------------------------------
-def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERATIONS, rounds=2, min_tracks=MIN_TRACKS):
+def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERATIONS, rounds=2, min_tracks=MIN_TRACKS,
+                  flow=None, wide=False):
     """Refine the identity (K,), each view's pose and, with shared_focal, one focal length for all views
     (else each view keeps its own) — see the module docstring. views: BundleView per view (the joint
-    fit's cameras and expressions). With fewer than min_tracks
-    tracks in the first round nothing is changed (info["applied"] False, with the reason). Returns a
+    fit's cameras and expressions); flow: fitter.video.flow.FlowObservations of points followed through
+    the video between the views, whose tracks join the SIFT tracks; wide: also the model-guided matches
+    between views far apart (fitter.video.wide; for photos). With fewer than min_tracks tracks (both
+    kinds) in the first round nothing is changed (info["applied"] False, with the reason). Returns a
     BundleResult."""
     t0 = time.perf_counter()
     alpha = np.asarray(identity, float).copy()
@@ -309,24 +231,30 @@ def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERA
         f = float(np.median([c.K[0, 0] for c in cams]))
         cams = [_with_focal(c, f) for c in cams]
     info = {"rounds": [], "focal": "shared" if shared_focal else "per view"}
-    tracks = _empty_tracks()
+    tracks = empty_tracks()
     t1 = time.perf_counter()
     features = [detect_features(v.image, v.landmarks) for v in views]
     info["features_s"] = round(time.perf_counter() - t1, 3)
     for rnd in range(rounds):
         cur = [BundleView(v.image, c, b, v.landmarks) for v, c, b in zip(views, cams, betas)]
         t1 = time.perf_counter()
-        tracks = build_tracks(prepared, cur, alpha, GATE_IOD[min(rnd, len(GATE_IOD) - 1)], features)
+        gate = GATE_IOD[min(rnd, len(GATE_IOD) - 1)]
+        sift = build_tracks(prepared, cur, alpha, gate, features)
+        followed = flow_tracks(prepared, cur, alpha, flow, gate) if flow is not None else empty_tracks()
+        matched = wide_tracks(prepared, cur, alpha, gate) if wide else empty_tracks()
+        tracks = merge_tracks(merge_tracks(sift, followed), matched)
         t_match = time.perf_counter() - t1
+        counts = {"tracks": int(tracks.n), "sift_tracks": int(sift.n), "flow_tracks": int(followed.n),
+                  "wide_tracks": int(matched.n)}
         if rnd == 0 and tracks.n < min_tracks:
-            info.update(applied=False, tracks=int(tracks.n), match_s=round(t_match, 3),
+            info.update(applied=False, match_s=round(t_match, 3), **counts,
                         reason=f"{tracks.n} tracks < {min_tracks}: too few skin points matched across the views "
                                f"(too little texture, or views too different) to refine by")
             info["seconds"] = time.perf_counter() - t0
             return BundleResult(np.asarray(identity, float).copy(), [v.camera for v in views], betas, tracks, info)
         problem = _Adjustment(prepared, cur, tracks, shared_focal)
         alpha, betas, cams, stats = problem.solve(alpha, betas, iterations[min(rnd, len(iterations) - 1)])
-        stats.update(tracks=int(tracks.n), observations=int(len(tracks.view)), match_s=round(t_match, 3))
+        stats.update(**counts, observations=int(len(tracks.view)), match_s=round(t_match, 3))
         info["rounds"].append(stats)
     info.update(applied=True, seconds=time.perf_counter() - t0)
     return BundleResult(alpha, cams, betas, tracks, info)

@@ -25,7 +25,9 @@ from ..mesh import write_obj
 from ..overlay import face_overlay
 from ..render import get_renderer
 from ..texture import merged_uv_texture
-from .bundle import MIN_TRACKS, BundleView, bundle_adjust
+from .bundle import MIN_PHOTO_TRACKS, MIN_TRACKS, BundleView, bundle_adjust
+from .tracks import face_region_mask
+from .flow import empty_observations, follow_skin_points
 from .frames import read_frames
 from .joint import JointFit, fit_views
 from .sweep import MIN_CONFIDENT_FRACTION, medium_stage
@@ -58,7 +60,7 @@ class MultiViewResult:
 
 
 def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, texture_size=512, name=None,
-                      refine=True, medium=False):
+                      refine=True, medium=True):
     """Reconstruct the person of a video file or frame folder. stride: scan every stride-th frame (None:
     about 6 per second); per_bin: frames kept per yaw bin; focal: px (None: estimated, one for the video);
     refine / medium: the model-space refinement and the multi-view medium stage (see `refine_views`).
@@ -100,7 +102,7 @@ def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, text
                            refine, medium)
 
 
-def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None, refine=True, medium=False):
+def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None, refine=True, medium=True):
     """Reconstruct one person from several photos (the largest face of each), fitted jointly; every photo
     with a face is a view (each with its own focal length). Raises InputError / NoFaceError."""
     from ..pipeline import WorkingImage
@@ -145,7 +147,7 @@ def _tally(records):
 
 
 def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture_size, times, refine=True,
-                    medium=False):
+                    medium=True):
     joint = fit_views(prepared, [v.face.points for v in views], [v.face.image_size for v in views], focal=focal)
     times["joint_fit_s"] = joint.seconds
     for j, reason in joint.dropped.items():
@@ -163,24 +165,41 @@ def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture
     return res
 
 
-def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=False, min_tracks=MIN_TRACKS,
-                 min_confident=MIN_CONFIDENT_FRACTION):
+def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=True, min_tracks=None,
+                 min_confident=MIN_CONFIDENT_FRACTION, follow=True, wide=True):
     """Beyond landmarks (in place): the model-space refinement (fitter.video.bundle: identity, poses and a
-    shared focal from feature tracks across the kept views), then, where it was applied, the multi-view
-    medium stage (fitter.video.sweep: a plane sweep along the normals, the face area moved towards its
-    confident offsets; one displacement for every view). Skipped, with the reason recorded, where the
-    views give too few tracks (too little surface texture), and the medium stage where its sweep is
-    confident on less than min_confident of the face area. Records what it did in res.refinement. It runs
+    shared focal from tracks of skin points: SIFT matches between the kept views; for a video, with
+    `follow`, points followed through every frame between them (fitter.video.flow); for photos, with
+    `wide`, model-guided matches between views far apart (fitter.video.wide)), then, where it was applied
+    and `medium`, the multi-view medium stage (fitter.video.sweep: a plane sweep along the normals, the face
+    area moved towards its confident offsets; one displacement for every view). Skipped, with the reason
+    recorded, where the views give fewer than min_tracks tracks (None: MIN_TRACKS for a video,
+    MIN_PHOTO_TRACKS for photos; too little surface texture), and the medium stage where the face is too
+    small for its sweep or the sweep is confident on less than min_confident of the face area. Records what it did in res.refinement. It runs
     before the merged texture and the contact sheet are made (`reconstruct_video(refine=...)`); a result
     whose outputs are made already keeps them as they were (the benchmarks compare shapes only)."""
     model, fits = prepared.model, res.joint.fit.images
     kept = res.kept_views
+    views = [BundleView(v.image, im.camera, im.expression, v.face.points) for v, im in zip(kept, fits)]
+    if min_tracks is None:
+        min_tracks = MIN_PHOTO_TRACKS if res.kind == "photos" else MIN_TRACKS
+    flow = None
+    if res.kind == "video" and follow:
+        t0 = time.perf_counter()
+        scanned = [(r.index, r.face.points) for r in res.records if r.face is not None]
+        try:
+            flow = follow_skin_points(prepared, read_frames(res.source, stride=1),
+                                      [(v.index, b) for v, b in zip(kept, views)], scanned, res.identity)
+        except InputError as e:  # the source could not be read a second time: SIFT tracks only
+            flow = empty_observations({"frames_followed": 0, "reason": str(e)})
+        res.times["flow_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    out = bundle_adjust(prepared, [BundleView(v.image, im.camera, im.expression, v.face.points)
-                                   for v, im in zip(kept, fits)], res.identity, shared_focal=shared_focal,
-                        min_tracks=min_tracks)
+    out = bundle_adjust(prepared, views, res.identity, shared_focal=shared_focal, min_tracks=min_tracks, flow=flow,
+                        wide=res.kind == "photos" and wide)
     res.times["refine_s"] = time.perf_counter() - t0
     info = {k: v for k, v in out.info.items() if k != "seconds"}
+    if flow is not None:
+        info["flow"] = flow.info
     res.refinement["model_space"] = info
     if not out.info["applied"]:
         res.refinement["medium"] = "not run: it needs the refined cameras"
@@ -233,17 +252,6 @@ def _texture_and_sheet(prepared, res: MultiViewResult, texture_size):
     if tex_views:
         res.texture = merged_uv_texture(prepared, tex_views, size=texture_size)
     res.sheet = contact_sheet(tiles, SHEET_COLUMNS)
-
-
-def face_region_mask(points, shape):
-    """(H, W) bool: the convex hull of the detected landmarks (478, 2), the face from brows to chin — the
-    pixels a view's texture is taken from (not the hair or background around the face area's border)."""
-    import cv2
-
-    mask = np.zeros(shape, np.uint8)
-    hull = cv2.convexHull(np.rint(points).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 1)
-    return mask.astype(bool)
 
 
 def _tile(prepared, v: FrameRecord, V, im, track_px=None):
@@ -325,7 +333,7 @@ def video_task(prepared, args, folder):
     """Batch task (fitter.batch): reconstruct args["video"] into `folder`; returns a summary row."""
     res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
                             focal=args.get("focal"), texture_size=args.get("texture_size", 512),
-                            refine=args.get("refine", True), medium=args.get("medium", False))
+                            refine=args.get("refine", True), medium=args.get("medium", True))
     write_multiview(res, prepared, folder)
     return {"video": args["video"], "frames_scanned": len(res.records), "frames_kept": len(res.joint.kept),
             "frames_dropped": len(res.joint.dropped),

@@ -39,9 +39,13 @@ MIN_COS = 0.3                            # a view votes for a vertex it sees wit
 MIN_VIEWS = 2
 MIN_PEAK_NCC = 0.5                       # a peak less consistent than this is no evidence
 MIN_STD = 0.01                           # luminance (0-1): a patch flatter than this in every view carries nothing
-MIN_CONFIDENT_FRACTION = 0.5             # the stage moves the mesh only where this much of the face area is
-                                         # confident (skin texture: 0.75; one skin tone / the mini-MICC renders:
-                                         # 0.28-0.44, offsets spread like noise)
+MIN_CONFIDENT_FRACTION = 0.45            # the stage moves the mesh only where this much of the face area is
+                                         # confident (exact views with skin texture: 0.75; one skin tone and the
+                                         # painted or untextured mini-MICC renders: 0.28-0.44, offsets spread like
+                                         # noise; the skin-textured mini MICC indoors: 0.49-0.52, where it helped)
+MIN_SAMPLE_PX = 1.5                      # and only where the patch samples lie this far apart in the views (the
+                                         # skin-textured mini MICC: it helped at 2.1 px, Indoor-Cooperative, and
+                                         # harmed at 1.0 px, PTZ-Indoor)
 SMOOTHNESS = 20.0                        # λ of the deformation: a 3 mm bump of σ 12 mm is recovered (tests);
                                          # 100 gains 0.07 mm more on a whole identity but flattens such a bump
 
@@ -152,18 +156,32 @@ class ShapeDeformer:
         return D
 
 
+def patch_spacing_px(cameras, vertices):
+    """The median over views of the sweep patch's sample spacing (PATCH_MM) in pixels at the face: focal
+    length × PATCH_MM / the depth of the face area's centre. vertices: (N, 3) the shape per view."""
+    return float(np.median([c.K[0, 0] * PATCH_MM / c.to_camera(V.mean(0, keepdims=True))[0, 2]
+                            for c, V in zip(cameras, vertices)]))
+
+
 def medium_stage(prepared, images, cameras, identity, expressions, smoothness=SMOOTHNESS,
-                 min_confident=MIN_CONFIDENT_FRACTION):
+                 min_confident=MIN_CONFIDENT_FRACTION, min_sample_px=MIN_SAMPLE_PX):
     """The medium stage for several views: the sweep over the face area of the identity seen by each view
     (image (H, W, 3) uint8, Camera, its expression (E,)), and the displacement towards its confident
-    offsets — applied only where at least `min_confident` of the face area has a confident peak (else the
+    offsets — applied only where the face is large enough that the sweep's patch samples lie at least
+    `min_sample_px` apart, and at least `min_confident` of the face area has a confident peak (else the
     sweep found little texture to agree on, and D is zero). Returns (D (N, 3) mm on the model's vertices,
     zero off the face area; info dict)."""
     model, area, F = prepared.model, prepared.face_area, prepared.render_faces
     views = [View(im, cam, model.shape(identity, e)) for im, cam, e in zip(images, cameras, expressions)]
+    spacing = patch_spacing_px(cameras, [v.vertices[area.domain] for v in views])
+    if spacing < min_sample_px:
+        return np.zeros((model.n_vertices, 3)), {
+            "applied": False, "patch_sample_px": round(spacing, 3),
+            "reason": f"the face is too small for the sweep: its {PATCH_MM} mm patch samples are {spacing:.2f} px "
+                      f"apart (< {min_sample_px}), where image noise decides the peaks"}
     s = sweep(views, F, area.domain)
     confident = s.confidence > 0
-    info = {"confident_fraction": round(float(confident.mean()), 4),
+    info = {"patch_sample_px": round(spacing, 3), "confident_fraction": round(float(confident.mean()), 4),
             "median_offset_mm": round(float(np.median(np.abs(s.offsets[confident]))), 4) if confident.any() else 0.0}
     if confident.mean() < min_confident:
         info.update(applied=False, reason=f"{100 * confident.mean():.0f} % of the face area has a confident "

@@ -241,11 +241,14 @@ def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERA
         gate = GATE_IOD[min(rnd, len(GATE_IOD) - 1)]
         sift = build_tracks(prepared, cur, alpha, gate, features)
         followed = flow_tracks(prepared, cur, alpha, flow, gate) if flow is not None else empty_tracks()
-        matched = wide_tracks(prepared, cur, alpha, gate) if wide else empty_tracks()
+        wide_counts = {}
+        matched = wide_tracks(prepared, cur, alpha, gate, wide_counts) if wide else empty_tracks()
         tracks = merge_tracks(merge_tracks(sift, followed), matched)
         t_match = time.perf_counter() - t1
         counts = {"tracks": int(tracks.n), "sift_tracks": int(sift.n), "flow_tracks": int(followed.n),
                   "wide_tracks": int(matched.n)}
+        if wide:
+            counts["wide_candidates"] = int(wide_counts.get("candidates", 0))
         if rnd == 0 and tracks.n < min_tracks:
             info.update(applied=False, match_s=round(t_match, 3), **counts,
                         reason=f"{tracks.n} tracks < {min_tracks}: too few skin points matched across the views "

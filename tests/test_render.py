@@ -119,3 +119,30 @@ def test_missing_egl_gives_actionable_error(monkeypatch):
     monkeypatch.setattr(moderngl, "create_standalone_context", fail)
     with pytest.raises(RenderBackendError, match="apt-get install libegl1"):
         Renderer()
+
+
+def test_a_uv_texture_is_looked_up_at_every_rendered_pixel():
+    """fitter.texture.texture_at_pixels on a square facing the camera, textured with a ramp (red = u,
+    green = 1 - v along the texture's rows): each covered pixel gets the texture at its interpolated UV."""
+    from fitter.camera import Camera
+    from fitter.render import get_renderer
+    from fitter.texture import texture_at_pixels
+
+    V = np.array([[-50.0, -50, 500], [50, -50, 500], [50, 50, 500], [-50, 50, 500]])
+    F = np.array([[0, 1, 2], [0, 2, 3]])
+    uv = np.array([[0.1, 0.9], [0.9, 0.9], [0.9, 0.1], [0.1, 0.1]])  # image-down y is texture-down v
+    T = 256
+    ramp = np.zeros((T, T, 3), np.float32)
+    ramp[..., 0] = ((np.arange(T) + 0.5) / T)[None, :]
+    ramp[..., 1] = ((np.arange(T) + 0.5) / T)[:, None]
+    cam = Camera(np.array([[500.0, 0, 64], [0, 500, 64], [0, 0, 1]]), np.eye(3), np.zeros(3), 128, 128)
+    r = get_renderer().render(V, F, cam)
+    out = texture_at_pixels(r, uv, F, ramp)
+    m = r.mask
+    assert m.sum() > 5000 and not out[~m].any()
+    # the square spans pixels 14..114; u runs 0.1 -> 0.9 left to right, 1 - v 0.1 -> 0.9 top to bottom
+    ys, xs = np.nonzero(m)
+    expect_u = 0.1 + 0.8 * (xs - 14) / 100.0
+    expect_row = 0.1 + 0.8 * (ys - 14) / 100.0
+    np.testing.assert_allclose(out[ys, xs, 0], expect_u, atol=0.02)
+    np.testing.assert_allclose(out[ys, xs, 1], expect_row, atol=0.02)

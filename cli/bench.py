@@ -141,12 +141,13 @@ def bench_video(name, scan_dir, root, seconds, part, as_json):
 @_model_option
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="The mini MICC dataset (built by `facefit bench video --root`); needed by --part micc.")
-@click.option("--part", type=click.Choice(["all", "synthetic", "video", "micc", "pairs"]), default="all",
+@click.option("--part", type=click.Choice(["all", "synthetic", "video", "micc", "tracks", "pairs"]), default="all",
               show_default=True,
               help="synthetic: an identity with and without texture, exact truth and cameras; video: the same "
-                   "through the whole video path; micc: the mini MICC videos; pairs: two photos of each "
-                   "skin-textured subject 30-60° apart.")
-@_scans_option("the skin-textured photo pairs (--part pairs)")
+                   "through the whole video path; micc: the mini MICC videos; tracks: the tracks of the "
+                   "skin-textured videos against their true surface and cameras (needs --root and --scans); "
+                   "pairs: two photos of each skin-textured subject 30-60° apart.")
+@_scans_option("the skin-textured subjects of --part tracks and pairs")
 @_json_option
 def bench_refine(name, root, part, scan_dir, as_json):
     """Beyond landmarks: the landmark joint fit, + the model-space refinement by feature tracks (SIFT and

@@ -112,18 +112,28 @@ class _Subject:
         return Camera(intrinsics(FOCAL_PX, *SIZE), R, t, *SIZE)
 
 
+def film_cameras(subject: _Subject, setting, seconds, fps):
+    """The camera of each frame of `film` (the subject's frame -> the frame's camera): the head's motion,
+    the setting's distance and a slow drift."""
+    n = int(round(seconds * fps))
+    distance = FOCAL_PX * FACE_WIDTH_MM / QUALITY[setting].face_px
+    cams = []
+    for k, (yaw, pitch, roll) in enumerate(zip(*head_motion(n))):
+        drift = 0.08 * distance * np.array([np.sin(0.7 * k / fps), 0.5 * np.cos(0.5 * k / fps)])
+        cams.append(subject.camera(yaw, pitch, roll, distance, drift))
+    return cams
+
+
 def film(subject: _Subject, path, setting, seconds, fps, seed):
     """Write the turning-head video of `subject` in `setting` as a raw MJPEG stream at `path`."""
     rng = np.random.default_rng(seed)
     q = QUALITY[setting]
-    n = int(round(seconds * fps))
-    distance = FOCAL_PX * FACE_WIDTH_MM / q.face_px
+    cams = film_cameras(subject, setting, seconds, fps)
+    n = len(cams)
     bg = _background(rng, SIZE)
     light = (rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.0), -1.0)
     chunks = []
-    for k, (yaw, pitch, roll) in enumerate(zip(*head_motion(n))):
-        drift = 0.08 * distance * np.array([np.sin(0.7 * k / fps), 0.5 * np.cos(0.5 * k / fps)])
-        cam = subject.camera(yaw, pitch, roll, distance, drift)
+    for k, cam in enumerate(cams):
         color, r = subject.render(cam, light)
         img = np.where(r.mask[..., None], color, bg).astype(np.float32)
         streak = q.face_px / 10 if k % 5 == 2 else 0

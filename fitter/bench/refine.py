@@ -11,6 +11,8 @@
   identity with the painted albedo): MICC and vertex error per setting of the landmark joint fit, the
   refinement with SIFT tracks alone, with SIFT and flow tracks, the default pipeline (refinement and
   medium stage as their gates decide) and both forced; tracks of each kind; time of each step.
+- `track_accuracy`: the tracks' observations against the true surface and cameras of the skin-textured
+  subjects' videos.
 - `photo_pairs`: two photos of each skin-textured subject 30°, 45° and 60° apart: each alone, the
   landmark joint fit and the default joint fit.
 """
@@ -31,11 +33,14 @@ from ..mesh import read_obj_vertices, write_obj
 from ..prepared import PreparedModel
 from ..synthetic import textured_turntable
 from ..video import reconstruct_photos, reconstruct_video
-from ..video.bundle import MIN_TRACKS, BundleView, bundle_adjust
+from ..video.bundle import GATE_IOD, MIN_TRACKS, BundleView, build_tracks, bundle_adjust
+from ..video.flow import flow_tracks, follow_skin_points
+from ..video.frames import read_frames
 from ..video.reconstruct import refine_views
 from ..video.sweep import medium_stage
+from ..video.tracks import lift
 from .common import SCANS, face_error
-from .micc_mini import SKIN_PHOTOS, skin_subject
+from .micc_mini import SKIN_PHOTOS, film_cameras, skin_subject
 from .video import _scans_of
 
 
@@ -165,6 +170,55 @@ def mini_micc(prepared, root, truth, log=print, kinds=("scan", "synthetic", "ski
     return rows
 
 
+def track_accuracy(prepared, root, truth, data_dir, seconds=10.0, fps=25.0, log=print):
+    """How far the tracks' observations lie from where the true surface point projects, on the mini MICC's
+    skin-textured subjects (their shape and every frame's camera are known: fitter.bench.micc_mini's
+    `skin_subject` and `film_cameras`; seconds and fps as the dataset was filmed): per setting and kind
+    (SIFT, flow), each track's first observation lifted onto the true mesh through its frame's true camera,
+    the others compared with that point's true projection (px and % of the interocular distance)."""
+    F = prepared.render_faces
+    everywhere = np.ones(len(F), bool)
+    rows = []
+    for sid, t in truth.items():
+        if t["kind"] != "skin":
+            continue
+        folder, mesh, texture, arbitrary = next(s for s in SCANS if s[0] == t["source"])
+        V, _, subject = skin_subject(prepared, data_dir, folder, mesh, texture, arbitrary, t["photo"])
+        for setting in SETTINGS:
+            cams = film_cameras(subject, setting, seconds, fps)
+            base = reconstruct_video(prepared, Path(root) / sid / "Video" / f"{setting}.mjpg", refine=False)
+            kept, fits = base.kept_views, base.joint.fit.images
+            views = [BundleView(v.image, im.camera, im.expression, v.face.points) for v, im in zip(kept, fits)]
+            scanned = [(r.index, r.face.points) for r in base.records if r.face is not None]
+            obs = follow_skin_points(prepared, read_frames(base.source, stride=1),
+                                     [(v.index, b) for v, b in zip(kept, views)], scanned, base.identity)
+            true_cams = [cams[v.index] for v in kept]
+            iod = float(np.median([lmk.outer_interocular(v.landmarks) for v in views]))
+            row = {"subject": sid, "source": t["source"], "setting": setting, "interocular_px": round(iod, 1)}
+            for kind, tr in (("sift", build_tracks(prepared, views, base.identity, GATE_IOD[0])),
+                             ("flow", flow_tracks(prepared, views, base.identity, obs, GATE_IOD[0]))):
+                first = np.unique(tr.track, return_index=True)[1]
+                X, ok = np.zeros((tr.n, 3)), np.zeros(tr.n, bool)
+                for k, cam in enumerate(true_cams):
+                    sel = first[tr.view[first] == k]
+                    tri, bary, _ = lift(V, F, cam, tr.uv[sel], everywhere)
+                    good = tri >= 0
+                    X[tr.track[sel[good]]] = (bary[good, :, None] * V[F[tri[good]]]).sum(1)
+                    ok[tr.track[sel[good]]] = True
+                later = np.setdiff1d(np.arange(len(tr.view)), first)
+                later = later[ok[tr.track[later]]]
+                err = np.zeros(len(later))
+                for k, cam in enumerate(true_cams):
+                    s = tr.view[later] == k
+                    err[s] = np.linalg.norm(cam.project(X[tr.track[later[s]]]) - tr.uv[later[s]], axis=1)
+                row[f"{kind}_tracks"] = int(tr.n)
+                row[f"{kind}_error_px"] = [round(float(np.percentile(err, q)), 3) for q in (25, 50, 75, 90)] if len(err) else None
+                row[f"{kind}_median_iod_pct"] = round(100 * float(np.median(err)) / iod, 3) if len(err) else None
+            rows.append(row)
+            log(json.dumps(row))
+    return rows
+
+
 PAIR_GAPS_DEG = (30, 45, 60)
 PAIR_SIZE = (1200, 1600)     # portrait photos, as the real calibrated pair of issue 22
 PAIR_FACE_PX = 300.0         # face width (150 mm) in the photos
@@ -246,6 +300,11 @@ def refine_bench(name="ict", root=None, part="all", data_dir=None, log=print):
         if root is None or not (Path(root) / "truth.json").is_file():
             raise FileNotFoundError("the mini MICC part needs --root, a folder made by `facefit bench video`")
         out["mini_micc"] = mini_micc(prepared, root, json.loads((Path(root) / "truth.json").read_text()), log=log)
+    if part in ("all", "tracks"):
+        if root is None or data_dir is None:
+            raise FileNotFoundError("the track-accuracy part needs --root (a mini MICC) and --scans (../shared/data)")
+        out["track_accuracy"] = track_accuracy(prepared, root, json.loads((Path(root) / "truth.json").read_text()),
+                                               data_dir, log=log)
     if part in ("all", "pairs"):
         if data_dir is None or not Path(data_dir).is_dir():
             raise FileNotFoundError("the photo-pair part needs --scans, the folder of ../shared/data")

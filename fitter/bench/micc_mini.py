@@ -172,15 +172,19 @@ def _synthetic_subject(prepared, seed):
     return alpha, V, _Subject(V, prepared.render_faces, prepared.painted_albedo, np.eye(3), V[ref[30]] - [0, 0, 30.0])
 
 
+def write_gt_landmarks(path, landmarks_68):
+    """A scan's 68 ground-truth landmarks (68, 3) as GANFit's .ljson (what fitter.datasets.micc reads)."""
+    write_json_atomic(path, {"landmarks": {"points": np.round(landmarks_68, 4).tolist()},
+                             "labels": [{"label": "ibug68", "mask": list(range(68))}]})
+
+
 def _write_scan(root, subject_id, name, V, F, landmarks_68):
     """frontal1 = the scan, frontal2 = the same scan moved rigidly; with GANFit-style .ljson landmarks."""
     R2 = rotation_matrix(3.0, -2.0, 1.0)
     t2 = np.array([5.0, -3.0, 2.0])
     for k, (Vk, Lk) in enumerate(((V, landmarks_68), (V @ R2.T + t2, landmarks_68 @ R2.T + t2)), start=1):
         write_obj(root / subject_id / "Model" / f"frontal{k}" / "obj" / f"{name}_frontal{k}.obj", Vk, F)
-        write_json_atomic(root / "gt_landmarks" / subject_id / f"frontal{k}.ljson",
-                          {"landmarks": {"points": np.round(Lk, 4).tolist()},
-                           "labels": [{"label": "ibug68", "mask": list(range(68))}]})
+        write_gt_landmarks(root / "gt_landmarks" / subject_id / f"frontal{k}.ljson", Lk)
 
 
 def build_mini_micc(root, prepared, data_dir, seconds=10.0, fps=25.0, settings=SETTINGS,

@@ -28,7 +28,6 @@ from .. import landmarks as lmk
 from ..camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
 from ..coarse import fit_landmarks
 from ..datasets.micc import SETTINGS, load_scans, score_against_scans
-from ..io import write_json_atomic
 from ..mesh import read_obj_vertices, write_obj
 from ..prepared import PreparedModel
 from ..synthetic import textured_turntable
@@ -40,7 +39,7 @@ from ..video.reconstruct import refine_views
 from ..video.sweep import medium_stage
 from ..video.tracks import lift
 from .common import SCANS, face_error
-from .micc_mini import SKIN_PHOTOS, film_cameras, skin_subject
+from .micc_mini import SKIN_PHOTOS, film_cameras, skin_subject, write_gt_landmarks
 from .video import _scans_of
 
 
@@ -232,7 +231,6 @@ def photo_pairs(prepared, data_dir, gaps=PAIR_GAPS_DEG, log=print):
     tracks the refinement found."""
     import cv2
 
-
     model = prepared.model
     F_scan = model.faces_in("outer_skin")
     ref = np.asarray(model.metadata["reference_landmarks_68"])
@@ -248,8 +246,7 @@ def photo_pairs(prepared, data_dir, gaps=PAIR_GAPS_DEG, log=print):
             obj = Path(d) / "truth.obj"
             write_obj(obj, V, F_scan)
             lj = Path(d) / "truth.ljson"
-            write_json_atomic(lj, {"landmarks": {"points": np.round(V[ref], 4).tolist()},
-                                   "labels": [{"label": "ibug68", "mask": list(range(68))}]})
+            write_gt_landmarks(lj, V[ref])
             scans = load_scans([{"name": "frontal1", "path": str(obj), "landmarks": str(lj)}])
             rng = np.random.default_rng(7)
             for gap in gaps:

@@ -47,7 +47,7 @@ from ..mesh import face_normals, tangent_frames
 from ..texture import luma
 from .joint import joint_noise_fraction
 from .flow import flow_tracks
-from .tracks import Tracks, empty_tracks, feature_mask, lift, merge_tracks
+from .tracks import Tracks, empty_tracks, face_area_triangles, feature_mask, lift, merge_tracks, view_geometry
 from .wide import wide_tracks
 
 FEATURE_SIGMA_PX = 1.0      # a matched keypoint's position noise (px), for keypoints up to SIGMA_SIZE_PX across;
@@ -116,21 +116,22 @@ def detect_features(image, points):
     return uv, np.array([k.size for k in kps], float) / scale, desc
 
 
-def build_tracks(prepared, views, identity, gate_iod, features=None):
+def build_tracks(prepared, views, identity, gate_iod, features=None, geometry=None):
     """Match the views' keypoints (see the module docstring) and chain them into Tracks. features: the
-    views' detect_features results, when already found."""
+    views' detect_features results, geometry: their fitter.video.tracks.view_geometry, when made already."""
     import cv2
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    model, F = prepared.model, prepared.render_faces
-    area = prepared.face_area
-    allowed = (area.local(F) >= 0).all(1)
+    F = prepared.render_faces
+    allowed = face_area_triangles(prepared)
+    geometry = geometry if geometry is not None else view_geometry(prepared, views, identity)
     feats, lifted = [], []
     for k, v in enumerate(views):
         uv, size, desc = features[k] if features is not None else detect_features(v.image, v.landmarks)
-        V = model.shape(identity, v.expression)
-        tri, bary, cos = lift(V, F, v.camera, uv, allowed, radius_px=np.median(size) if len(size) else None)
+        V = geometry[k].vertices
+        tri, bary, cos = lift(V, F, v.camera, uv, allowed, radius_px=np.median(size) if len(size) else None,
+                              render=geometry[k].render)
         keep = tri >= 0
         X = (bary[keep, :, None] * V[F[tri[keep]]]).sum(1)
         feats.append((uv[keep], desc[keep], size[keep]))
@@ -239,10 +240,11 @@ def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERA
         cur = [BundleView(v.image, c, b, v.landmarks) for v, c, b in zip(views, cams, betas)]
         t1 = time.perf_counter()
         gate = GATE_IOD[min(rnd, len(GATE_IOD) - 1)]
-        sift = build_tracks(prepared, cur, alpha, gate, features)
-        followed = flow_tracks(prepared, cur, alpha, flow, gate) if flow is not None else empty_tracks()
+        geometry = view_geometry(prepared, cur, alpha)  # each view's mesh and render, shared by the three
+        sift = build_tracks(prepared, cur, alpha, gate, features, geometry)
+        followed = flow_tracks(prepared, cur, alpha, flow, gate, geometry) if flow is not None else empty_tracks()
         wide_counts = {}
-        matched = wide_tracks(prepared, cur, alpha, gate, wide_counts) if wide else empty_tracks()
+        matched = wide_tracks(prepared, cur, alpha, gate, wide_counts, geometry) if wide else empty_tracks()
         tracks = merge_tracks(merge_tracks(sift, followed), matched)
         t_match = time.perf_counter() - t1
         counts = {"tracks": int(tracks.n), "sift_tracks": int(sift.n), "flow_tracks": int(followed.n),

@@ -36,7 +36,7 @@ import numpy as np
 from .. import landmarks as lmk
 from ..camera import Camera
 from ..texture import luma
-from .tracks import Tracks, empty_tracks, feature_mask, lift
+from .tracks import Tracks, empty_tracks, face_area_triangles, feature_mask, lift, view_geometry
 
 SEED_SPACING_IOD = 0.05    # seeds at least this far apart (× interocular distance)
 MAX_SEEDS = 800            # per kept view
@@ -116,7 +116,9 @@ def interpolated_camera(i, scanned_ids, rvecs, tvecs, K, size):
 
 
 # --- following ---------------------------------------------------------------------------------------
-def _crop_box(landmark_sets, image_size):
+def face_crop_box(landmark_sets, image_size):
+    """(x0, y0, x1, y1) px: the box of the landmarks ((478, 2) per frame) over the frames, widened by MARGIN_IOD
+    interocular distances (their median) and clipped to the image (W, H)."""
     pts = np.concatenate(landmark_sets)
     iod = float(np.median([lmk.outer_interocular(p) for p in landmark_sets]))
     m = MARGIN_IOD * iod
@@ -167,7 +169,7 @@ def follow_skin_points(prepared, frames, kept, scanned, identity):
 
     t_start = time.perf_counter()
     model, F = prepared.model, prepared.render_faces
-    allowed = (prepared.face_area.local(F) >= 0).all(1)
+    allowed = face_area_triangles(prepared)
     kept_index = {int(i): k for k, (i, _) in enumerate(kept)}
     first, last = min(kept_index), max(kept_index)
     if last - first > MAX_SPAN_FRAMES:
@@ -185,7 +187,7 @@ def follow_skin_points(prepared, frames, kept, scanned, identity):
     K = views[0].camera.K
     expression = np.median([v.expression for v in views], axis=0)
     rvecs, tvecs = frame_poses(prepared, identity, expression, scanned, K)
-    box = _crop_box([p for _, p in scanned], size)
+    box = face_crop_box([p for _, p in scanned], size)
     iod = float(np.median([lmk.outer_interocular(v.landmarks) for v in views]))
     scale = 2 if iod < UPSAMPLE_BELOW_PX else 1
     offset = np.array(box[:2], float)
@@ -309,22 +311,24 @@ def _into_pnp_frame(X, fit_camera: Camera, pnp_camera: Camera):
 
 
 # --- tracks for the adjustment -----------------------------------------------------------------------
-def flow_tracks(prepared, views, identity, observations: FlowObservations, gate_iod):
+def flow_tracks(prepared, views, identity, observations: FlowObservations, gate_iod, geometry=None):
     """fitter.video.tracks.Tracks from followed points (see the module docstring) for the views
-    (BundleView list, the current fit) and identity."""
+    (BundleView list, the current fit) and identity; geometry: their view_geometry, when made already."""
     if len(observations.track) == 0:
         return empty_tracks()
-    model, F = prepared.model, prepared.render_faces
-    allowed = (prepared.face_area.local(F) >= 0).all(1)
+    F = prepared.render_faces
+    allowed = face_area_triangles(prepared)
+    geometry = geometry if geometry is not None else view_geometry(prepared, views, identity)
+    meshes = [g.vertices for g in geometry]
     M = len(observations.track)
     tri, bary, cos = -np.ones(M, int), np.zeros((M, 3)), np.zeros(M)
     X = np.zeros((M, 3))
-    meshes = [model.shape(identity, v.expression) for v in views]
     for k, v in enumerate(views):
         sel = np.flatnonzero(observations.view == k)
         if len(sel) == 0:
             continue
-        t, b, c = lift(meshes[k], F, v.camera, observations.uv[sel], allowed, radius_px=WINDOW_PX / 4.0)
+        t, b, c = lift(meshes[k], F, v.camera, observations.uv[sel], allowed, radius_px=WINDOW_PX / 4.0,
+                       render=geometry[k].render)
         tri[sel], bary[sel], cos[sel] = t, b, c
         ok = t >= 0
         X[sel[ok]] = (b[ok, :, None] * meshes[k][F[t[ok]]]).sum(1)

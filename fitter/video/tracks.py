@@ -8,11 +8,34 @@ import numpy as np
 
 from .. import landmarks as lmk
 from ..camera import Camera
-from ..render import GEOMETRY_ONLY, get_renderer
+from ..render import GEOMETRY_ONLY, RenderResult, get_renderer
 
 MIN_COS = 0.3               # a point is lifted where its surface faces the view by more than this
 EYE_MARGIN_IOD = 0.06       # the eyes and the mouth's opening, widened by this, give no points
 DEPTH_JUMP_MM = 8.0         # a point whose patch spans a depth jump over this is dropped
+
+
+@dataclass
+class ViewGeometry:
+    """One view's fitted mesh and its geometry-only render, made once per round of the refinement and
+    shared by the track builders (SIFT, flow, wide) that lift pixels onto it."""
+
+    vertices: np.ndarray    # (N, 3) the identity at the view's expression, model frame, mm
+    render: RenderResult    # through the view's camera, GEOMETRY_ONLY
+
+
+def view_geometry(prepared, views, identity):
+    """ViewGeometry per view (BundleView list: camera and expression) for the identity (K,)."""
+    out = []
+    for v in views:
+        V = prepared.model.shape(identity, v.expression)
+        out.append(ViewGeometry(V, get_renderer().render(V, prepared.render_faces, v.camera, maps=GEOMETRY_ONLY)))
+    return out
+
+
+def face_area_triangles(prepared):
+    """(len(render_faces),) bool: the drawn triangles that lie in the face area (where tracks may lie)."""
+    return (prepared.face_area.local(prepared.render_faces) >= 0).all(1)
 
 
 @dataclass
@@ -77,17 +100,18 @@ def depth_edges(depth, radius_px, jump_mm=DEPTH_JUMP_MM):
     return (cv2.dilate(far, k) - cv2.erode(far, k)) > jump_mm
 
 
-def lift(V, faces, camera: Camera, uv, allowed_triangles, radius_px=None):
+def lift(V, faces, camera: Camera, uv, allowed_triangles, radius_px=None, render=None):
     """Where pixels uv (n, 2) land on the mesh (V (N, 3), faces) as the camera sees it: (triangle (n,),
     barycentric (n, 3), facing cosine (n,)); triangle −1 where off the allowed triangles or facing less
-    than MIN_COS. Exact ray–triangle barycentrics at the sub-pixel position."""
+    than MIN_COS. Exact ray–triangle barycentrics at the sub-pixel position. render: the mesh's
+    geometry-only render through the camera, when made already (ViewGeometry)."""
     n = len(uv)
     tri = -np.ones(n, np.int64)
     bary = np.zeros((n, 3))
     cos = np.zeros(n)
     if n == 0:
         return tri, bary, cos
-    r = get_renderer().render(V, faces, camera, maps=GEOMETRY_ONLY)
+    r = render if render is not None else get_renderer().render(V, faces, camera, maps=GEOMETRY_ONLY)
     H, W = r.triangle_id.shape
     px = np.clip(np.rint(uv).astype(int), 0, [W - 1, H - 1])
     t = r.triangle_id[px[:, 1], px[:, 0]]

@@ -23,9 +23,9 @@ import numpy as np
 from .. import landmarks as lmk
 from ..camera import Camera, yaw_of_rotation
 from ..mesh import face_normals
-from ..render import GEOMETRY_ONLY, depth_visible, get_renderer
-from .flow import HIGH_PASS_IOD, MARGIN_IOD, shading_filtered
-from .tracks import Tracks, empty_tracks, feature_mask, lift
+from ..render import depth_visible
+from .flow import HIGH_PASS_IOD, face_crop_box, shading_filtered
+from .tracks import Tracks, ViewGeometry, empty_tracks, face_area_triangles, feature_mask, lift, view_geometry
 
 MAX_YAW_GAP_DEG = 75.0     # views farther apart than this are not matched
 SEED_SPACING_IOD = 0.02    # seeds at least this far apart
@@ -45,14 +45,10 @@ CHUNK = 128                # seeds correlated at once (bounds the memory of the 
 
 def _filtered(view):
     """The view's face crop, shading-filtered (float32), and the crop's offset (x0, y0) in the image."""
-    pts = view.landmarks
-    iod = lmk.outer_interocular(pts)
     H, W = np.shape(view.image)[:2]
-    m = MARGIN_IOD * iod
-    x0, y0 = np.maximum(np.floor(pts.min(0) - m).astype(int), 0)
-    x1, y1 = np.minimum(np.ceil(pts.max(0) + m).astype(int) + 1, [W, H])
-    g = shading_filtered(view.image, (int(x0), int(y0), int(x1), int(y1)), 1, HIGH_PASS_IOD * iod)
-    return g.astype(np.float32), np.array([x0, y0], float)
+    box = face_crop_box([view.landmarks], (W, H))
+    g = shading_filtered(view.image, box, 1, HIGH_PASS_IOD * lmk.outer_interocular(view.landmarks))
+    return g.astype(np.float32), np.array(box[:2], float)
 
 
 def plane_warp(cam_from: Camera, cam_to: Camera, X, n, centres, half):
@@ -142,22 +138,23 @@ def _peaks(ncc):
     return offset, peak, inner & (peak - runner >= PEAK_MARGIN)
 
 
-def match_pair(a, b, Va, Vb, faces, allowed, search_iod, seeds=None, images=None, counts=None):
-    """Model-guided matches of skin points seeded in view a in view b (BundleViews; Va, Vb their meshes,
-    `faces` the triangles drawn, `allowed` (len(faces),) bool those points may lie on; search_iod: the
+def match_pair(a, b, geom_a: ViewGeometry, geom_b: ViewGeometry, faces, allowed, search_iod, seeds=None,
+                images=None, counts=None):
+    """Model-guided matches of skin points seeded in view a in view b (BundleViews; geom_a, geom_b their
+    meshes and renders, fitter.video.tracks.view_geometry; `faces` the triangles drawn, `allowed` (len(faces),) bool those points may lie on; search_iod: the
     search radius × b's interocular distance): (seed pixels in a (m, 2), their lift in a (tri (m,), bary
     (m, 3)), match pixels in b (m, 2)). seeds: a's `seed_points` when found already; images: both views'
     shading-filtered crops (`_filtered`); counts: a dict whose "candidates" (seeds that b sees) and
     "matched" are incremented."""
     ga, oa = images[0] if images else _filtered(a)
     gb, ob = images[1] if images else _filtered(b)
-    uv, tri, bary, X, n = seeds if seeds is not None else seed_points(a, Va, faces, allowed, (ga, oa))
+    uv, tri, bary, X, n = seeds if seeds is not None else seed_points(a, geom_a, faces, allowed, (ga, oa))
     empty = (np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 3)), np.zeros((0, 2)))
     if len(uv) == 0:
         return empty
     iod_b = lmk.outer_interocular(b.landmarks)
     # b must see the point, facing it
-    depth = get_renderer().render(Vb, faces, b.camera, maps=GEOMETRY_ONLY).depth
+    depth = geom_b.render.depth
     Xb = b.camera.to_camera(X)
     pred = b.camera.project(X)
     facing = -((n @ b.camera.R.T) * Xb).sum(1) / np.linalg.norm(Xb, axis=1)
@@ -196,9 +193,9 @@ def match_pair(a, b, Va, Vb, faces, allowed, search_iod, seeds=None, images=None
     return uv[idx], tri[idx], bary[idx], found
 
 
-def seed_points(view, V, faces, allowed, image):
-    """Skin points of a view to match from: (pixels (s, 2), lift tri (s,), bary (s, 3), model points X
-    (s, 3), surface normals n (s, 3))."""
+def seed_points(view, geometry: ViewGeometry, faces, allowed, image):
+    """Skin points of a view (its mesh and render `geometry`; `image` its `_filtered` crop) to match from:
+    (pixels (s, 2), lift tri (s,), bary (s, 3), model points X (s, 3), surface normals n (s, 3))."""
     import cv2
 
     g, off = image
@@ -211,7 +208,8 @@ def seed_points(view, V, faces, allowed, image):
         return np.zeros((0, 2)), np.zeros(0, int), np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3))
     uv = corners.reshape(-1, 2).astype(float) + off
     half = max(MIN_PATCH_PX, int(round(PATCH_IOD * iod))) // 2
-    tri, bary, _ = lift(V, faces, view.camera, uv, allowed, radius_px=half)
+    V = geometry.vertices
+    tri, bary, _ = lift(V, faces, view.camera, uv, allowed, radius_px=half, render=geometry.render)
     ok = tri >= 0
     uv, tri, bary = uv[ok], tri[ok], bary[ok]
     X = (bary[:, :, None] * V[faces[tri]]).sum(1)
@@ -219,14 +217,15 @@ def seed_points(view, V, faces, allowed, image):
     return uv, tri, bary, X, n
 
 
-def wide_tracks(prepared, views, identity, gate_iod, counts=None):
+def wide_tracks(prepared, views, identity, gate_iod, counts=None, geometry=None):
     """Tracks (fitter.video.tracks.Tracks) of model-guided matches (see the module docstring) between the
     views (BundleView list: the current fit) and identity; gate_iod: the search radius (× interocular
     distance), shrinking as the fit improves (fitter.video.bundle.GATE_IOD); counts: a dict given the
-    candidates (seeds the other view sees) and matches, as `match_pair`."""
-    model, F = prepared.model, prepared.render_faces
-    allowed = (prepared.face_area.local(F) >= 0).all(1)
-    meshes = [model.shape(identity, v.expression) for v in views]
+    candidates (seeds the other view sees) and matches, as `match_pair`; geometry: the views'
+    view_geometry, when made already."""
+    F = prepared.render_faces
+    allowed = face_area_triangles(prepared)
+    geometry = geometry if geometry is not None else view_geometry(prepared, views, identity)
     yaws = np.array([yaw_of_rotation(v.camera.R) for v in views])
     images = [_filtered(v) for v in views]
     search = min(SEARCH_IOD, gate_iod)
@@ -243,9 +242,9 @@ def wide_tracks(prepared, views, identity, gate_iod, counts=None):
             if abs(yaws[a]) > abs(yaws[b]) or (abs(yaws[a]) == abs(yaws[b]) and a > b):
                 continue
             if a not in seeds:
-                seeds[a] = seed_points(views[a], meshes[a], F, allowed, images[a])
-            s_uv, s_tri, s_bary, found = match_pair(views[a], views[b], meshes[a], meshes[b], F, allowed, search,
-                                                    seeds[a], (images[a], images[b]), counts)
+                seeds[a] = seed_points(views[a], geometry[a], F, allowed, images[a])
+            s_uv, s_tri, s_bary, found = match_pair(views[a], views[b], geometry[a], geometry[b], F, allowed,
+                                                    search, seeds[a], (images[a], images[b]), counts)
             if len(found) == 0:
                 continue
             t = n_tracks + np.arange(len(found))

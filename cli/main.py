@@ -155,6 +155,12 @@ def _check_stages(value):
     return check_stages([s.strip() for s in value.split(",") if s.strip()])
 
 
+def _check_depth_scale(value):
+    from fitter.register import check_depth_scale
+
+    return check_depth_scale(value)
+
+
 def _refine_options(f):
     """--no-refine and --no-medium, shared by the multi-view commands."""
     f = click.option("--medium/--no-medium", "medium", default=True,
@@ -183,7 +189,8 @@ def _refine_options(f):
 @click.option("--all-faces", is_flag=True, help="Fit every face, not only the largest.")
 @click.option("--example", is_flag=True, help="Fit the built-in example photo (matplotlib's Grace Hopper).")
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per face.")
-@click.option("--texture-size", default=1024, show_default=True, help="UV texture size in pixels.")
+@click.option("--texture-size", default=1024, show_default=True, type=click.IntRange(64, 8192),
+              help="UV texture size in pixels (64-8192).")
 @click.option("--mesh-format", type=click.Choice(["obj", "glb", "ply"]), default="obj", show_default=True,
               help="Also write mesh.glb (glTF binary, textured, y up) or mesh.ply (UVs, vertex colours) "
                    "beside mesh.obj.")
@@ -205,11 +212,16 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
     if not paths:
         raise click.UsageError("give one or more IMAGES, or --example")
     if same_person:
+        unique = list(dict.fromkeys(str(Path(p).resolve()) for p in paths))
+        if len(unique) < len(paths):
+            _stderr("facefit: warning: a photo is given more than once: fitted once")
+            paths = [p for k, p in enumerate(paths) if str(Path(p).resolve()) not in
+                     {str(Path(q).resolve()) for q in paths[:k]}]
         if all_faces:
             raise click.UsageError("--same-person fits one person: it does not take --all-faces")
         if click.get_current_context().get_parameter_source("stages").name != "DEFAULT":
             click.echo("facefit: warning: --same-person runs the joint coarse fit only; --stages is not used", err=True)
-        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine, medium)
+        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine, medium, mesh_format)
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     failed = 0
@@ -246,7 +258,10 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
         sys.exit(3 if failed == len(paths) else 4)
 
 
-def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine=True, medium=True):
+def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine=True, medium=True,
+                     mesh_format="obj"):
+    """One identity from several photos. Exit 0 when every photo was fitted, 4 when some were not (unreadable,
+    no face, or dropped as not the person the others show), 3 when none was."""
     from fitter.io import ensure_writable_dir
     from fitter.prepared import PreparedModel
     from fitter.video import reconstruct_photos, write_multiview
@@ -258,16 +273,21 @@ def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, re
     prepared = PreparedModel.load(model_name)
     res = reconstruct_photos(prepared, paths, focal=focal, texture_size=texture_size, name=folder.name,
                              refine=refine, medium=medium)
-    write_multiview(res, prepared, folder)
+    write_multiview(res, prepared, folder, mesh_format)
     for r in res.records:
         if r.status != "kept":
             click.echo(f"facefit: {r.source}: {r.status}" + (f" ({r.reason})" if r.reason else ""), err=True)
     errors = [im.error_iod for im in res.joint.fit.images]
-    summary = {"output": str(folder), "photos": len(paths), "fitted": len(res.joint.kept),
-               "dropped": len(res.joint.dropped), "landmark_error_iod_median": round(float(np.median(errors)), 5)}
+    fitted = len(res.joint.kept)
+    summary = {"output": str(folder), "photos": len(paths), "fitted": fitted,
+               "dropped": len(res.joint.dropped), "landmark_error_iod_median": round(float(np.median(errors)), 5),
+               "not_fitted": [{"photo": r.source, "status": r.status, "reason": r.reason}
+                              for r in res.records if r.status != "kept"]}
     click.echo(json.dumps(summary) if as_json else
-               f"{len(res.joint.kept)} of {len(paths)} photos fitted jointly -> {folder} (median landmark error "
+               f"{fitted} of {len(paths)} photos fitted jointly -> {folder} (median landmark error "
                f"{100 * float(np.median(errors)):.1f} % of interocular)")
+    if fitted < len(paths):
+        sys.exit(4)
 
 
 def _batch_options(f):
@@ -279,6 +299,15 @@ def _batch_options(f):
                      help="Local worker processes (default: as many as cores, at most one per item; 0: run "
                           "in this process).")(f)
     return f
+
+
+def _check_executor(workers, scheduler):
+    if workers is not None and scheduler is not None:
+        raise click.UsageError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
+
+
+def _stderr(message):
+    click.echo(message, err=True)
 
 
 def _batch_exit(summary, n_items):
@@ -300,31 +329,41 @@ def _batch_exit(summary, n_items):
               help="Frames kept per yaw bin (9 bins, edges ±10/30/50/70°).")
 @click.option("--focal", type=float, default=None, callback=_as_usage_error(_check_focal),
               help="Focal length in pixels, > 0 (default: estimated).")
-@click.option("--texture-size", default=512, show_default=True, help="UV texture size in pixels.")
+@click.option("--texture-size", default=512, show_default=True, type=click.IntRange(64, 8192),
+              help="UV texture size in pixels (64-8192).")
+@click.option("--mesh-format", type=click.Choice(["obj", "glb", "ply"]), default="obj", show_default=True,
+              help="Also write identity.glb (glTF binary, textured, y up) or identity.ply beside identity.obj.")
 @_refine_options
 @_batch_options
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary per video.")
-def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, refine, medium, workers, scheduler,
-              as_json):
+def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, mesh_format, refine, medium, workers,
+              scheduler, as_json):
     """Reconstruct the person of each video (file or folder of frames; one person per video): the best
     frames per head yaw are fitted jointly. Writes OUTDIR/<name>/identity.obj (+ texture.png),
     params.json and frames.png. Videos run through the batch engine: resumable, failures recorded."""
     from fitter.batch import WorkItem, run_batch
     from fitter.video.frames import VIDEO_EXTENSIONS, is_video_source
 
-    items, names = [], set()
+    _check_executor(workers, scheduler)
+    items, names, seen = [], set(), set()
     for v in videos:  # a missing file is the batch's to record; a photo given here is a usage error
         if Path(v).exists() and not is_video_source(v):
             raise click.UsageError(f"{v} is neither a video ({', '.join(VIDEO_EXTENSIONS)}) nor a folder of frames")
+        resolved = str(Path(v).resolve())
+        if resolved in seen:
+            _stderr(f"facefit: warning: {v} is given more than once: reconstructed once")
+            continue
+        seen.add(resolved)
         name, k = Path(v).stem, 2
-        while name in names:
+        while name in names:  # two videos of one name in different folders: name_2, name_3, ...
             name, k = f"{Path(v).stem}_{k}", k + 1
         names.add(name)
         items.append(WorkItem(name, "fitter.video.reconstruct:video_task",
-                              {"video": str(Path(v).resolve()), "stride": stride, "per_bin": per_bin, "focal": focal,
-                               "texture_size": texture_size, "refine": refine, "medium": medium}))
+                              {"video": resolved, "stride": stride, "per_bin": per_bin, "focal": focal,
+                               "texture_size": texture_size, "refine": refine, "medium": medium,
+                               "mesh_format": mesh_format}))
     summary = run_batch(items, outdir, model_name=model_name, workers=workers, scheduler=scheduler,
-                        progress=not as_json, desc="videos")
+                        progress=not as_json, desc="videos", log=_stderr)
     for it in items:
         if it.id in summary.results:
             r = summary.results[it.id]
@@ -357,13 +396,20 @@ def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_na
              as_json):
     """Reconstruct every MICC Florence video under ROOT (subject_XX/Video/<Setting>.mjpg) and score it
     against the subject's frontal scans with the MICC protocol. Resumable: a rerun skips finished videos."""
-    from fitter.datasets.micc import run_micc
+    from fitter.datasets.micc import SETTINGS, run_micc, subject_name
 
-    settings = [s.strip() for s in settings.split(",") if s.strip()]
-    subjects = [s.strip() for s in subjects.split(",") if s.strip()] if subjects else None
+    _check_executor(workers, scheduler)
+    settings = _comma_list(settings, "--settings")
+    for s in settings:
+        if s not in SETTINGS:
+            raise click.UsageError(f"--settings: unknown MICC setting '{s}' (available: {', '.join(SETTINGS)})")
+    if subjects is not None:
+        try:
+            subjects = [subject_name(s) for s in _comma_list(subjects, "--subjects")]
+        except ValueError as e:
+            raise click.UsageError(f"--subjects: {e}") from None
     summary, doc = run_micc(root, outdir, settings, subjects, gt_dir, workers, scheduler, stride, per_bin,
-                            model_name=model_name, progress=not as_json,
-                            log=lambda m: click.echo(m, err=True), refine=refine, medium=medium)
+                            model_name=model_name, progress=not as_json, log=_stderr, refine=refine, medium=medium)
     if as_json:
         click.echo(json.dumps({"per_setting": doc["per_setting"], "videos": doc["videos"]}))
     else:
@@ -374,9 +420,21 @@ def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_na
         click.echo(f"report: {Path(outdir) / 'summary.md'}")
     click.echo(f"facefit: {summary.line()}", err=True)
     for f in doc["failures"]:
-        click.echo(f"facefit: not scored: {f['subject']} {f['setting']}: {f['reason']}", err=True)
-    if doc["videos"]["failed"]:
+        click.echo(f"facefit: not scored: {' '.join(v for v in (f['subject'], f['setting']) if v)}: {f['reason']}",
+                   err=True)
+    if doc["videos"]["failed"] or doc["videos"]["missing"]:
         sys.exit(3 if doc["videos"]["done"] == 0 else 4)
+
+
+def _comma_list(text, option):
+    """The values of a comma-separated option, each once, in order; a usage error when there is none."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise click.UsageError(f"{option}: give one or more comma-separated values")
+    unique = list(dict.fromkeys(values))
+    if len(unique) < len(values):
+        _stderr(f"facefit: warning: {option} names a value more than once: each runs once")
+    return unique
 
 
 @cli.command("register")
@@ -384,8 +442,8 @@ def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_na
 @click.argument("depth_path", metavar="DEPTH", required=False, type=click.Path())
 @click.option("--intrinsics", "intrinsics_path", type=click.Path(),
               help='JSON with {"fx", "fy", "cx", "cy"} or {"K": 3x3}, pixels of the colour image (OpenCV).')
-@click.option("--depth-scale", default=1.0, show_default=True,
-              help="Multiplies the depth values to get mm (e.g. 1000 for metres).")
+@click.option("--depth-scale", default=1.0, show_default=True, callback=_as_usage_error(_check_depth_scale),
+              help="Multiplies the depth values to get mm (e.g. 1000 for metres); > 0.")
 @click.option("--scan", "scan_path", type=click.Path(), default=None,
               help="Register to a 3D scan (.obj/.ply/.vtk/.glb) instead of an RGB-D pair.")
 @click.option("--scan-units", type=click.Choice(["mm", "cm", "m"]), default=None, help="Default: inferred.")
@@ -416,7 +474,7 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
         raise InputError("give COLOR DEPTH --intrinsics K.json (or --scan MESH)")
     for p in (scan_path, scan_texture, color_path, depth_path, intrinsics_path):
         if p and not Path(p).is_file():
-            raise InputError(f"{p}: no such file")
+            raise InputError(f"{p}: a folder, not a file" if Path(p).is_dir() else f"{p}: no such file")
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     spec = (CaptureSpec.of_scan(scan_path, scan_units, scan_texture) if scan_path else
@@ -497,12 +555,12 @@ def dataset_build_cmd(root, outdir, model_name, yaws, pitches, fmt, workers, sch
     from fitter.augment.dataset import build_dataset, find_captures, parse_angles
     from fitter.augment.sample import MAX_PITCH_DEG
 
+    _check_executor(workers, scheduler)
     yaw_list = parse_angles(yaws, "--yaws", 90)
     pitch_list = parse_angles(pitches, "--pitches", MAX_PITCH_DEG)
-    n = len(find_captures(root))
+    n = len(find_captures(root, outdir))
     summary, accepted, rejected = build_dataset(model_name, root, outdir, yaw_list, pitch_list, fmt, workers,
-                                                scheduler, progress=not as_json,
-                                                log=lambda m: click.echo(m, err=True))
+                                                scheduler, progress=not as_json, log=_stderr)
     n_samples = sum(summary.results[c].get("samples", 0) for c in accepted if c in summary.results)
     if as_json:
         click.echo(json.dumps({"output": str(outdir), "captures": n, "samples": n_samples, "accepted": accepted,

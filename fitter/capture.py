@@ -176,16 +176,23 @@ def load_registered_capture(prepared, reg_dir, name=None):
     from .store import sha256_file
 
     d = Path(reg_dir)
+    if not d.is_dir():
+        raise InputError(f"{d}: no such folder; give a folder written by 'facefit register'")
     for f in ("s_morph.npz", "capture.json", "report.json"):
         if not (d / f).is_file():
             hint = " (registered by an older facefit: register it again)" if f == "capture.json" else ""
             raise InputError(f"{d}: no {f}; give a folder written by 'facefit register'{hint}")
-    z = np.load(d / "s_morph.npz")
+    z = _read_npz(d / "s_morph.npz", ("s_morph", "f", "R", "t", "model", "model_sha256"))
+    capture_record, report = _read_json(d / "capture.json"), _read_json(d / "report.json")
     model = prepared.model
     if str(z["model"]) != model.name or str(z["model_sha256"]) != str(model.metadata.get("model_sha256")):
         raise InputError(f"{d}: registered with model {z['model']} ({str(z['model_sha256'])[:12]}), not with the "
                          f"loaded {model.name} ({str(model.metadata.get('model_sha256'))[:12]}): pass --model")
-    spec = CaptureSpec.from_dict(json.loads((d / "capture.json").read_text()))
+    spec = CaptureSpec.from_dict(capture_record)
+    if (z["s_morph"].shape != model.mean.shape or np.shape(z["R"]) != (3, 3) or np.shape(z["t"]) != (3,)
+            or np.size(z["f"]) != 1):
+        raise InputError(f"{d / 's_morph.npz'}: arrays of the wrong shape for {model.name} "
+                         f"(s_morph {z['s_morph'].shape}); register the capture again")
     f, R, t, S = float(z["f"]), z["R"], z["t"], z["s_morph"].astype(np.float64)
     V = f * (model.mean + S) @ R.T + t  # the registration in its own frame (S1 Eq. 7)
     if spec.kind == "scan":
@@ -196,7 +203,31 @@ def load_registered_capture(prepared, reg_dir, name=None):
     else:
         color, depth, K = spec.read_rgbd()
     f, R, t, S = split_similarity(model, V)
-    get = lambda k: z[k].astype(np.float64) if k in z.files else None  # noqa: E731
+    get = lambda k: z[k].astype(np.float64) if k in z else None  # noqa: E731
     ref = f"{(d / 's_morph.npz').resolve()} sha256:{sha256_file(d / 's_morph.npz')}"
     return RegisteredCapture(name or d.name, color, depth, np.asarray(K, float), V, f, R, t, S, get("identity"),
-                             get("expression"), json.loads((d / "report.json").read_text()), ref)
+                             get("expression"), report, ref)
+
+
+def _read_npz(path, required):
+    """The arrays of an .npz as a dict (all read now). Raises InputError for a damaged file or missing keys."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - zipfile, zlib, ValueError, OSError: one message for a damaged file
+        raise InputError(f"{path}: damaged or not an .npz ({type(e).__name__}); register the capture again") from None
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise InputError(f"{path}: lacks {', '.join(missing)}; register the capture again")
+    return out
+
+
+def _read_json(path):
+    """A JSON object from a file. Raises InputError for a damaged one."""
+    try:
+        doc = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: damaged or not JSON ({type(e).__name__}); register the capture again") from None
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: not a JSON object; register the capture again")
+    return doc

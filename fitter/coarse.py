@@ -142,6 +142,23 @@ def _cauchy(r, s):
     return 1.0 / (1.0 + (r / s) ** 2)
 
 
+FOCAL_RANGE_OF_SIDE = (0.1, 20.0)  # a given focal length, in units of the image's larger side (fov 5.7°-157°)
+
+
+def check_focal_for_image(focal, image_size):
+    """A given focal length (px; None: not given) must suit the image (W, H): between FOCAL_RANGE_OF_SIDE
+    times its larger side. Raises InputError (beyond it the pose solver has nothing to work with)."""
+    if focal is None:
+        return
+    side = float(max(image_size))
+    lo, hi = (k * side for k in FOCAL_RANGE_OF_SIDE)
+    if not lo <= focal <= hi:
+        fov = np.degrees(2 * np.arctan(side / (2 * focal)))
+        raise InputError(f"a focal length of {focal:g} px is implausible for a {image_size[0]}x{image_size[1]} "
+                         f"image (a {fov:.2g}° field of view): give {lo:.0f}-{hi:.0f} px "
+                         f"({FOCAL_RANGE_OF_SIDE[0]:g}-{FOCAL_RANGE_OF_SIDE[1]:g} x its larger side)")
+
+
 def initial_pose(X, u, f, c, w):
     """R, t from the model's mean landmarks by OpenCV's PnP (SQPnP), weights > 0 only."""
     import cv2
@@ -222,6 +239,8 @@ def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, 
         base_w = (region_weights() * emb.weights) if landmark_weights is None else np.asarray(landmark_weights, float)
         problem = _Problem.create(prepared.model, lb, base_w, len(points_list), identity, expression_reg)
         focals = focal if isinstance(focal, (list, tuple)) else [focal] * len(points_list)
+        for f, size in zip(focals, image_sizes):
+            check_focal_for_image(f, size)
         images = [_start_image(lb, u, size, f, base_w, noise_fraction) for u, size, f in
                   zip(points_list, image_sizes, focals)]
         alpha, images, it = _levenberg_marquardt(problem, problem.alpha_start.copy(), images, iterations, tol)

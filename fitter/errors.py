@@ -27,3 +27,9 @@ class ModelInstallError(FacefitError):
 
 class RenderBackendError(FacefitError):
     """No headless OpenGL (EGL) context could be created."""
+
+
+def one_line(e: BaseException):
+    """An exception as one line: the project's message, or the type and the first line of the text."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return text if isinstance(e, FacefitError) else f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -19,6 +19,9 @@ CAMERA_TO_GLTF = np.diag([1.0, -1.0, -1.0])
 OBJ_MATERIAL = "newmtl face\nKa 1 1 1\nKd 1 1 1\nKs 0 0 0\nillum 1\nmap_Kd texture.png\n"
 
 
+MESH_FORMATS = ("obj", "glb", "ply")  # obj always; glb / ply beside it on request
+
+
 def write_textured_obj(path, V, model, texture):
     """`path` (an .obj of V (N, 3) mm in the model's topology and UV layout) with its .mtl and texture.png
     ((T, T, 3) uint8) beside it, each atomically."""

@@ -31,14 +31,45 @@ def _floats(lines, prefix):
 
 
 def _obj_lines_and_vertices(path):
+    """The file's lines and its vertices (N, 3). A `v` line holds x y z, optionally w or r g b (dropped).
+    Raises InputError naming the first malformed `v` line (a file cut short ends in one)."""
     try:
         lines = Path(path).read_bytes().split(b"\n")
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
-    v = _floats(lines, b"v ")
-    if v.size == 0 or v.size % 3:
-        raise InputError(f"{path} has no usable 'v x y z' vertex lines")
-    return lines, v.reshape(-1, 3)
+    v_lines = [l for l in lines if l.startswith(b"v ")]
+    if not v_lines:
+        raise InputError(f"{path} has no 'v x y z' vertex lines (not an OBJ mesh)")
+    try:
+        v = _floats(v_lines, b"v ")
+    except (ValueError, UnicodeDecodeError):
+        v = np.zeros(0)
+    for per_line in (3, 4, 6, 7):  # x y z, x y z w, x y z r g b, x y z w r g b (MeshLab, ZBrush)
+        if v.size == per_line * len(v_lines):
+            V = v.reshape(len(v_lines), per_line)[:, :3]
+            break
+    else:
+        V = None
+    if V is None or not np.isfinite(V).all() and _bad_vertex_line(lines) is not None:
+        k = _bad_vertex_line(lines)
+        cut = " (the file looks cut short)" if k is not None and k >= len(lines) - 2 else ""
+        where = f"line {k + 1}: {lines[k][:60].decode('ascii', 'replace').strip()!r}" if k is not None else \
+            "vertex lines of mixed lengths"
+        raise InputError(f"{path}: malformed vertex line, {where}{cut}; give a complete OBJ file")
+    return lines, V
+
+
+def _bad_vertex_line(lines):
+    """Index of the first `v` line that is not 3, 4, 6 or 7 numbers, or None."""
+    for k, l in enumerate(lines):
+        if l.startswith(b"v "):
+            try:
+                vals = [float(t) for t in l.split()[1:]]
+            except ValueError:
+                return k
+            if len(vals) not in (3, 4, 6, 7):
+                return k
+    return None
 
 
 def read_obj_vertices(path) -> np.ndarray:
@@ -54,8 +85,12 @@ def read_obj(path) -> ObjMesh:
     tri_v, tri_t, poly = [], [], []
     for pi, l in enumerate(l for l in lines if l.startswith(b"f ")):
         toks = l.split()[1:]
-        vi = [int(t.split(b"/")[0]) for t in toks]
-        ti = [int(s[1]) if len(s := t.split(b"/")) > 1 and s[1] else 0 for t in toks]
+        try:
+            vi = [int(t.split(b"/")[0]) for t in toks]
+            ti = [int(s[1]) if len(s := t.split(b"/")) > 1 and s[1] else 0 for t in toks]
+        except ValueError:
+            raise InputError(f"{path}: malformed face line {l[:60].decode('ascii', 'replace').strip()!r}; "
+                             f"give a complete OBJ file") from None
         for k in range(1, len(vi) - 1):
             tri_v.append((vi[0], vi[k], vi[k + 1]))
             tri_t.append((ti[0], ti[k], ti[k + 1]))

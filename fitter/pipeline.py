@@ -17,7 +17,7 @@ from .camera import yaw_of_rotation
 from .coarse import fit_landmarks
 from .draw import draw_points, draw_text
 from .errors import InputError
-from .export import write_glb, write_ply, write_textured_obj
+from .export import MESH_FORMATS, write_glb, write_ply, write_textured_obj
 from .fine import detail_mesh, refine_depth
 from .io import read_image, write_image_atomic, write_json_atomic
 from .mesh import write_obj
@@ -251,7 +251,6 @@ def check_result_dir(outdir, path, face_index):
     return d
 
 
-MESH_FORMATS = ("obj", "glb", "ply")
 
 
 def write_result(r: FaceResult, prepared: PreparedModel, outdir, mesh_format="obj"):

@@ -22,7 +22,7 @@ from .align import similarity_transform
 from .camera import MODEL_TO_OPENCV, Camera, intrinsics
 from .closest import MeshQuery
 from .coarse import fit_landmarks
-from .errors import InputError, NoFaceError
+from .errors import InputError, NoFaceError, one_line
 from .evaluate import crop
 from .io import save_npz_atomic, write_image_atomic, write_json_atomic
 from .mesh import boundary_vertices, face_normals, interpolate, submesh, vertex_normals, write_obj
@@ -48,14 +48,17 @@ def read_intrinsics(path):
         d = json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read intrinsics JSON ({e.__class__.__name__}: {e})") from e
-    if isinstance(d, dict) and "K" in d:
-        K = np.asarray(d["K"], float)
-        if K.shape != (3, 3):
-            raise InputError(f"{path}: \"K\" must be a 3x3 matrix, got shape {K.shape}")
-    elif isinstance(d, dict) and all(k in d for k in ("fx", "fy", "cx", "cy")):
-        K = np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1.0]], float)
-    else:
-        raise InputError(f"{path}: give {{\"fx\", \"fy\", \"cx\", \"cy\"}} or {{\"K\": 3x3}} in pixels")
+    try:
+        if isinstance(d, dict) and "K" in d:
+            K = np.asarray(d["K"], float)
+            if K.shape != (3, 3):
+                raise InputError(f"{path}: \"K\" must be a 3x3 matrix, got shape {K.shape}")
+        elif isinstance(d, dict) and all(k in d for k in ("fx", "fy", "cx", "cy")):
+            K = np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1.0]], float)
+        else:
+            raise InputError(f"{path}: give {{\"fx\", \"fy\", \"cx\", \"cy\"}} or {{\"K\": 3x3}} in pixels")
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: the intrinsics must be numbers (pixels)") from None
     if not (K[0, 0] > 0 and K[1, 1] > 0 and np.isfinite(K).all()):
         raise InputError(f"{path}: focal lengths must be positive and finite")
     return K
@@ -67,12 +70,15 @@ def read_depth(path, depth_scale=1.0):
     p = Path(path)
     if p.is_dir() or not p.exists():
         raise InputError(f"{path}: no such depth file")
+    check_depth_scale(depth_scale)
     ext = p.suffix.lower()
     if ext == ".npy":
         try:
             D = np.load(p, allow_pickle=False)
-        except ValueError as e:
-            raise InputError(f"{path}: not a numeric .npy array ({e})") from e
+        except (ValueError, EOFError, OSError) as e:
+            raise InputError(f"{path}: not a numeric .npy array ({one_line(e)})") from None
+        if not isinstance(D, np.ndarray) or not (np.issubdtype(D.dtype, np.number) or D.dtype == bool):
+            raise InputError(f"{path}: not a numeric .npy array (dtype {getattr(D, 'dtype', type(D).__name__)})")
     elif ext == ".exr":
         os.environ.setdefault("OPENCV_IO_ENABLE_OPENEXR", "1")
         import cv2
@@ -94,6 +100,27 @@ def read_depth(path, depth_scale=1.0):
     D = np.nan_to_num(D.astype(np.float32) * float(depth_scale), nan=0.0, posinf=0.0, neginf=0.0)
     D[D < 0] = 0
     return D
+
+
+def check_depth_scale(depth_scale):
+    """The depth scale as a positive finite float. Raises InputError."""
+    try:
+        value = float(depth_scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise InputError(f"the depth scale must be a positive number (mm per depth unit, e.g. 1000 for metres), "
+                         f"got {depth_scale!r}")
+    return value
+
+
+def check_intrinsics(K, color_shape):
+    """The principal point must lie in the colour image (H, W, ...): K is for another image otherwise."""
+    H, W = color_shape[:2]
+    cx, cy = K[0, 2], K[1, 2]
+    if not (0 <= cx <= W - 1 and 0 <= cy <= H - 1):
+        raise InputError(f"the principal point ({cx:g}, {cy:g}) px lies outside the {W}x{H} colour image: give the "
+                         f"intrinsics of this image, in its pixels")
 
 
 def check_depth(depth, color_shape):
@@ -256,6 +283,7 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     with intrinsics K. target: optional Target (camera frame) to register to instead of the depth
     pixels (a scan seen by this camera). Raises InputError / NoFaceError."""
     check_depth(depth, color.shape)
+    check_intrinsics(np.asarray(K, float), color.shape)
     prepared.require_embedding()
     settings = settings or NicpSettings()
     t0 = time.perf_counter()

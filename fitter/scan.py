@@ -103,7 +103,30 @@ def read_scan(path, units=None, units_option="--scan-units") -> Scan:
         raise InputError(f"{path} has no triangles left with finite vertices")
     used = np.unique(F)
     scale = UNIT_SCALES[units] if units else infer_unit_scale(V[used], f"give {units_option} mm|cm|m")
+    if units:
+        check_head_size(path, V[used], units, units_option)
     return Scan(V * scale, F.astype(np.int32), colors, uv, scale, notes)
+
+
+HEAD_EXTENT_MM = (50.0, 2500.0)  # the largest side of a scan holding a head: a face alone up to a whole body
+
+
+def check_head_size(path, V, units, units_option="--scan-units"):
+    """Raises InputError when the scan's vertices V (the file's numbers), read in `units`, are too small or
+    too large to hold a head: the units are wrong. The message names the units its size suggests."""
+    size = np.ptp(np.asarray(V, float), axis=0) * UNIT_SCALES[units]
+    lo, hi = HEAD_EXTENT_MM
+    if lo <= size.max() <= hi:
+        return
+    across = " x ".join(f"{v / 1000:.3g} m" if size.max() >= 1e4 else f"{v:.0f} mm" if v >= 1 else f"{v:.2g} mm"
+                        for v in size)
+    try:
+        names = {v: k for k, v in UNIT_SCALES.items()}
+        hint = f"; its size says {names[infer_unit_scale(V)]}: give {units_option} {names[infer_unit_scale(V)]}"
+    except InputError:
+        hint = f"; give {units_option} with the units the file is in"
+    raise InputError(f"{path}: read in {units} the scan is {across} across, not the size of a head "
+                     f"({lo:g}-{hi:g} mm){hint}")
 
 
 MIN_CLOUD_POINTS = 2000     # fewer points than this are no face scan

@@ -53,12 +53,18 @@ def sha256_file(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def load_model(name=DEFAULT_MODEL) -> MorphableModel:
-    """Load an installed model (with its landmark embedding when it has one)."""
+def require_installed(name=DEFAULT_MODEL) -> Path:
+    """The folder of installed model `name`. Raises ModelNotInstalledError saying how to install it."""
     d = model_dir(name)
     if not (d / MODEL_META).is_file():
         hint = f"facefit model install {name}" + ("" if name == DEFAULT_MODEL else " --from FILE --format FORMAT")
         raise ModelNotInstalledError(f"model '{name}' is not installed in {models_dir()}; run '{hint}'")
+    return d
+
+
+def load_model(name=DEFAULT_MODEL) -> MorphableModel:
+    """Load an installed model (with its landmark embedding when it has one)."""
+    d = require_installed(name)
     model = MorphableModel.load(d)
     model.metadata["folder"] = str(d)
     return model

@@ -19,3 +19,13 @@ def die_once(prepared, args, folder):
         os._exit(9)
     (Path(folder) / "out.txt").write_text("survived")
     return {"ok": True, "pid": os.getpid()}
+
+
+def interrupt_at(prepared, args, folder):
+    """Writes x into folder/out.txt, then raises KeyboardInterrupt (as SIGTERM does in the command) when
+    x == args["stop"] and the file args["flag"] exists — after writing, so that a half-written partial folder
+    is there to be cleaned."""
+    (Path(folder) / "out.txt").write_text(str(args["x"]))
+    if args["x"] == args["stop"] and Path(args["flag"]).exists():
+        raise KeyboardInterrupt
+    return {"x": args["x"]}

@@ -169,3 +169,54 @@ def test_angles_and_quality_thresholds():
     assert "lift_residual_mm" in quality_failure(dict(good, lift_residual_mm=7.1))
     assert "inlier_fraction" in quality_failure(dict(good, inlier_fraction=0.1))
     assert "missing" in quality_failure({})
+
+
+def test_dataset_build_gives_the_same_bytes_in_every_worker_mode(captures_root, tmp_path):
+    """In this process (--workers 0) and on two worker processes: the same samples and registrations, byte for
+    byte (the command's own process is held to one thread like a worker: BLAS sums and llvmpipe's rasterising
+    change with the thread count)."""
+    one, two = tmp_path / "w0", tmp_path / "w2"
+    assert _build(captures_root, one).returncode == 4
+    cmd = [*CLI, "dataset", "build", str(captures_root), "-o", str(two), "--yaws", "0,30", "--pitches", "0",
+           "--workers", "2"]
+    assert subprocess.run(cmd, capture_output=True, text=True, timeout=900).returncode == 4
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file()
+                   and p.suffix in (".jpg", ".json", ".npz", ".mat", ".obj", ".csv")
+                   and p.name not in ("DONE.json", "status.json", "report.json", "manifest.json"))
+    assert len([f for f in files if f.suffix == ".jpg"]) == 4 and any(f.name == "s_morph.npz" for f in files)
+    different = [str(f) for f in files if (one / f).read_bytes() != (two / f).read_bytes()]
+    assert not different, different
+
+
+def test_damaged_registrations_and_angle_counts_are_input_errors(ict_model, tmp_path):
+    reg = tmp_path / "reg"
+    reg.mkdir()
+    (reg / "report.json").write_text("{}")
+    (reg / "capture.json").write_text('{"kind": "rgbd"}')
+    (reg / "s_morph.npz").write_bytes(b"PK\x03\x04 cut short")
+    cases = [(["augment", str(tmp_path / "nothere")], "no such folder"),
+             (["augment", str(reg)], "s_morph.npz: damaged"),
+             (["augment", str(reg), "--yaws=-60:60:1e-9"], "at most 361"),
+             (["dataset", "build", str(tmp_path), "--yaws=-60:60:1e-9"], "at most 361")]
+    import numpy as np
+
+    for args, says in cases:
+        p = subprocess.run([*CLI, *args, "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
+        assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    def augment():
+        return subprocess.run([*CLI, "augment", str(reg), "-o", str(tmp_path / "out")], capture_output=True,
+                              text=True, timeout=300)
+
+    np.savez(reg / "s_morph.npz", s_morph=np.zeros((3, 3)))  # readable, but not a registration's
+    p = augment()
+    assert p.returncode == 2 and "s_morph.npz: lacks f, R, t, model" in p.stderr, p.stderr
+    np.savez(reg / "s_morph.npz", s_morph=np.zeros((3, 3)), f=1.0, R=np.eye(3), t=np.zeros(3), model="ict",
+             model_sha256=ict_model.metadata.get("model_sha256"))
+    (reg / "capture.json").write_text("{not json")
+    p = augment()
+    assert p.returncode == 2 and "capture.json: damaged or not JSON" in p.stderr, p.stderr
+    (reg / "capture.json").write_text('{"kind": "rgbd"}')
+    p = augment()
+    assert p.returncode == 2 and "arrays of the wrong shape" in p.stderr, p.stderr
+    assert not (tmp_path / "out").exists()

@@ -100,7 +100,7 @@ def test_eval_nme_cli(ict_model, tmp_path):
     W = m.shape(m.random_coefficients(np.random.default_rng(7), 1.0)[0])
     write_obj(tmp_path / "a.obj", V, m.faces)
     write_obj(tmp_path / "b.obj", W, m.faces)
-    write_obj(tmp_path / "small.obj", V[:100], np.array([[0, 1, 2]]))
+    write_obj(tmp_path / "small.obj", V[::200], np.arange(132).reshape(44, 3))  # head-sized, not the topology
     r = CliRunner().invoke(cli, ["eval", str(tmp_path / "a.obj"), str(tmp_path / "b.obj"), "--nme", "--gt-units", "mm",
                                  "--json"])
     assert r.exit_code == 0, r.output

@@ -29,7 +29,11 @@ def test_layout_reports_what_is_missing(tmp_path):
     reasons = {(p[0], p[1]) for p in lay.problems}
     assert ("subject_01", "PTZ-Indoor") in reasons and ("subject_02", "PTZ-Outdoor") in reasons
     lay = find_layout(tmp_path, settings=("PTZ-Outdoor",), subjects=["1", "subject_07"])
-    assert lay.subjects == [] and ("subject_07", "", "no such subject folder") in lay.problems
+    assert lay.subjects == [] and ("subject_07", "", f"no subject_07 folder in {tmp_path}") in lay.problems
+    with pytest.raises(InputError, match="has no subject_07, subject_09 \\(it holds subject_01, subject_02\\)"):
+        find_layout(tmp_path, subjects=["7", "subject_09"])
+    with pytest.raises(InputError, match="'abc' is not a subject"):
+        find_layout(tmp_path, subjects=["abc"])
     with pytest.raises(InputError, match="unknown MICC setting"):
         find_layout(tmp_path, settings=("Outdoor",))
     with pytest.raises(InputError, match="no subject_XX"):

@@ -182,17 +182,31 @@ def test_video_command_outputs(ict_prepared, mini_micc, tmp_path):
 
 def test_fit_same_person_joint(ict_prepared, tmp_path):
     photos = [need(PHOTOS / "whitehouse_obama.jpg", "photo"), need(PHOTOS / "whitehouse_obama2.jpg", "photo")]
+    damaged = tmp_path / "damaged.jpg"
+    damaged.write_bytes(b"not a jpeg")  # one photo's failure, as a photo without a face is: the others go on
     out = tmp_path / "out"
-    p = subprocess.run([sys.executable, "-m", "fitter.cli.main", "fit", *map(str, photos), "--same-person", "-o",
-                        str(out), "--json"], capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, p.stderr
+    p = subprocess.run([sys.executable, "-m", "fitter.cli.main", "fit", *map(str, photos), str(damaged),
+                        "--same-person", "-o", str(out), "--json", "--mesh-format", "glb"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 4, p.stderr  # not every photo was fitted
+    assert "damaged.jpg: unreadable" in p.stderr and "Traceback" not in p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     d = out / "whitehouse_obama_joint"
-    assert summary["fitted"] == 2 and Path(summary["output"]) == d
+    assert summary["fitted"] == 2 and summary["photos"] == 3 and Path(summary["output"]) == d
+    assert [x["status"] for x in summary["not_fitted"]] == ["unreadable"]
     params = json.loads((d / "params.json").read_text())
     assert [Path(v["source"]).name for v in params["views"]] == ["whitehouse_obama.jpg", "whitehouse_obama2.jpg"]
     assert all(v["landmark_error_iod"] < 0.05 for v in params["views"])
     assert (d / "identity.obj").is_file() and (d / "texture.png").is_file()
+    # identity.glb: the same mesh in glTF's y-up frame, which is the model frame identity.obj is in
+    import pygltflib
+
+    from fitter.mesh import read_obj
+
+    glb = pygltflib.GLTF2().load(str(d / "identity.glb"))
+    acc = glb.accessors[glb.meshes[0].primitives[0].attributes.POSITION]
+    V_obj = read_obj(d / "identity.obj").V
+    assert np.allclose(acc.min, V_obj.min(0), atol=1e-3) and np.allclose(acc.max, V_obj.max(0), atol=1e-3)
 
 
 def test_dask_workers_give_the_same_reconstruction_as_one_process(ict_prepared, mini_micc, tmp_path):

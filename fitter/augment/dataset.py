@@ -62,20 +62,28 @@ def quality_failure(record):
     return None
 
 
+MAX_ANGLES = 361  # per axis: more is a typo (a 1e-9 step would ask for 10^11 samples), not a dataset
+
+
 def parse_angles(text, name, limit):
-    """Degrees from '0,15,-15' or a range 'a:b:step' (inclusive), each within ±limit."""
+    """Degrees from '0,15,-15' or a range 'a:b:step' (inclusive), each within ±limit, at most MAX_ANGLES."""
     try:
         if ":" in text:
             a, b, step = (float(x) for x in text.split(":"))
-            if step <= 0:
+            if not step > 0 or not np.isfinite([a, b, step]).all():
                 raise ValueError
+            count = int(np.floor(abs(b - a) / step + 0.5)) + 1
+            if count > MAX_ANGLES:
+                raise InputError(f"{name}: {text!r} asks for {count:.3g} angles; at most {MAX_ANGLES} (a larger step)")
             vals = list(np.arange(a, b + step / 2, step) if b >= a else np.arange(a, b - step / 2, -step))
         else:
             vals = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise InputError(f"{name}: give degrees as 'a,b,c' or 'start:stop:step', got {text!r}") from None
+        raise InputError(f"{name}: give degrees as 'a,b,c' or 'start:stop:step' (step > 0), got {text!r}") from None
     if not vals or any(abs(v) > limit or not np.isfinite(v) for v in vals):
         raise InputError(f"{name}: give angles within ±{limit:g} degrees, got {text!r}")
+    if len(vals) > MAX_ANGLES:
+        raise InputError(f"{name}: {len(vals)} angles; at most {MAX_ANGLES}")
     return tuple(dict.fromkeys(float(round(v, 3)) for v in vals))
 
 
@@ -224,23 +232,26 @@ def augment_registration(prepared, reg_dir, outdir, yaws=DEFAULT_YAWS, pitches=D
 
 
 # --- dataset build (fitter.batch) ----------------------------------------------------------------------
-def find_captures(root):
-    """(name, folder) of every capture folder under `root` (its subfolders, sorted; one level)."""
+def find_captures(root, outdir=None):
+    """(name, folder) of every capture folder under `root` (its subfolders, sorted; one level), leaving out
+    `outdir` and any other batch's output folder (one holding a facefit manifest.json) placed there."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: not a folder of captures")
-    out = [(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    out_resolved = Path(outdir).resolve() if outdir is not None else None
+    out = [(p.name, p) for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")
+           and p.resolve() != out_resolved and not (p / "manifest.json").is_file()]
     if not out:
         raise InputError(f"{root}: no capture folders (each: color.* + depth.* + intrinsics.json, or a scan file)")
     return out
 
 
-def dataset_items(root, yaws, pitches, fmt):
+def dataset_items(root, yaws, pitches, fmt, outdir=None):
     from ..batch import WorkItem
 
     return [WorkItem(name, "fitter.augment.dataset:build_task",
                      {"folder": str(folder.resolve()), "yaws": list(yaws), "pitches": list(pitches), "format": fmt})
-            for name, folder in find_captures(root)]
+            for name, folder in find_captures(root, outdir)]
 
 
 def build_task(prepared, args, folder):
@@ -279,7 +290,7 @@ def build_dataset(prepared_name, root, outdir, yaws=DEFAULT_YAWS, pitches=DEFAUL
     Returns (BatchSummary, accepted, rejected rows)."""
     from ..batch import read_done, run_batch
 
-    items = dataset_items(root, yaws, pitches, fmt)
+    items = dataset_items(root, yaws, pitches, fmt, outdir)
     summary = run_batch(items, outdir, prepared_name, workers=workers, scheduler=scheduler, progress=progress,
                         log=log, desc="captures")
     rejected, accepted = [], []

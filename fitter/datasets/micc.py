@@ -80,15 +80,20 @@ def find_layout(root, settings=SETTINGS, subjects=None):
         if s not in SETTINGS:
             raise InputError(f"unknown MICC setting '{s}' (available: {', '.join(SETTINGS)})")
     folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.lower().startswith("subject_"))
-    if subjects:
-        wanted = {_subject_name(s) for s in subjects}
-        missing = wanted - {p.name for p in folders}
-        folders = [p for p in folders if p.name in wanted]
-        problems = [(m, "", "no such subject folder") for m in sorted(missing)]
-    else:
-        problems = []
     if not folders:
         raise InputError(f"{root} holds no subject_XX folders (the MICC layout: subject_XX/Video, subject_XX/Model)")
+    problems = []
+    if subjects:
+        try:
+            wanted = list(dict.fromkeys(subject_name(s) for s in subjects))
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        missing = [m for m in wanted if m not in {p.name for p in folders}]
+        if len(missing) == len(wanted):
+            held = ", ".join(p.name for p in folders[:6]) + (", ..." if len(folders) > 6 else "")
+            raise InputError(f"{root} has no {', '.join(missing)} (it holds {held})")
+        folders = [p for p in folders if p.name in wanted]
+        problems = [(m, "", f"no {m} folder in {root}") for m in missing]
     out = []
     for p in folders:
         subj = MiccSubject(p.name)
@@ -107,9 +112,14 @@ def find_layout(root, settings=SETTINGS, subjects=None):
     return MiccLayout(root, out, problems)
 
 
-def _subject_name(s):
-    s = str(s)
-    return s if s.lower().startswith("subject_") else f"subject_{int(s):02d}"
+def subject_name(s):
+    """'subject_XX' of a subject given as 12, '12' or 'subject_12'. Raises ValueError for anything else."""
+    s = str(s).strip()
+    if s.lower().startswith("subject_") and len(s) > len("subject_"):
+        return "subject_" + s[len("subject_"):]
+    if not s.isdigit():
+        raise ValueError(f"'{s}' is not a subject (give its number, e.g. 12, or subject_12)")
+    return f"subject_{int(s):02d}"
 
 
 def find_gt_landmarks(gt_dir, subject, frontal, scan_path):

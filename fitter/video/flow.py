@@ -205,13 +205,16 @@ def follow_skin_points(prepared, frames, kept, scanned, identity):
     next_id = 0
     obs_t, obs_v, obs_uv = [], [], []
     counts = {"seeded": 0, "lost_flow": 0, "lost_fb": 0, "lost_guide": 0}
-    prev, last_kept, recent, followed, skipped = None, None, [], 0, 0
+    prev, last_kept, recent, followed, skipped, undecoded = None, None, [], 0, 0, 0
     for frame in frames:
         i = frame.index
         if i < first:
             continue
         if i > last:
             break
+        if frame.image is None:  # a frame that could not be decoded: stepped over like a blurred one
+            undecoded += 1
+            continue
         g = shading_filtered(frame.image, box, scale, HIGH_PASS_IOD * iod * scale)
         sharpness = _sharpness(g)
         recent = (recent + [sharpness])[-RECENT_FRAMES:]
@@ -273,7 +276,8 @@ def follow_skin_points(prepared, frames, kept, scanned, identity):
                 ids = np.concatenate([ids, new_ids])
             last_kept = (g, pts.copy(), ids.copy())
         prev = (cam, g)
-    info = {"frames_followed": followed, "frames_skipped_blurred": skipped, "scale": scale,
+    info = {"frames_followed": followed, "frames_skipped_blurred": skipped, "frames_undecodable": undecoded,
+            "scale": scale,
             **counts, "seconds": round(time.perf_counter() - t_start, 3)}
     if not obs_t:
         return empty_observations(info)

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import landmarks as lmk
-from ..camera import crop_image, square_box, yaw_of_rotation
+from ..camera import MODEL_TO_OPENCV, crop_image, square_box, yaw_of_rotation
 from ..coarse import landmark_error
 from ..draw import contact_sheet, draw_points, draw_text
 from ..errors import InputError, NoFaceError
 from ..io import read_image, write_image_atomic, write_json_atomic
-from ..export import write_textured_obj
+from ..export import MESH_FORMATS, write_glb, write_ply, write_textured_obj
 from ..mesh import write_obj
 from ..overlay import face_overlay
 from ..render import get_renderer
@@ -77,6 +77,10 @@ def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, text
         t0 = time.perf_counter()
         r = FrameRecord(frame.index, frame.time_s)
         records.append(r)
+        if frame.image is None:
+            r.status, r.reason = "unreadable", frame.error
+            times["detect_s"] += time.perf_counter() - t0
+            continue
         try:
             faces = lmk.detect_landmarks(frame.image, all_faces=True, max_faces=4)
         except NoFaceError:
@@ -113,11 +117,16 @@ def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None
     records = []
     for k, path in enumerate(paths):
         t0 = time.perf_counter()
-        img = WorkingImage.of(read_image(path)).image  # large photos: their 4-megapixel copy
-        times["decode_s"] += time.perf_counter() - t0
-        t0 = time.perf_counter()
         r = FrameRecord(k, 0.0, source=str(Path(path).resolve()))
         records.append(r)
+        try:
+            img = WorkingImage.of(read_image(path)).image  # large photos: their 4-megapixel copy
+        except InputError as e:  # one photo's failure, recorded like a photo without a face
+            r.status, r.reason = "unreadable", str(e)
+            continue
+        finally:
+            times["decode_s"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
         try:
             _score(prepared, r, lmk.detect_landmarks(img)[0], img, focal)
             r.status = "kept"
@@ -126,7 +135,7 @@ def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None
         times["detect_s"] += time.perf_counter() - t0
     views = [r for r in records if r.status == "kept"]
     if not views:
-        raise NoFaceError(f"no face found in any of the {len(paths)} photos")
+        raise NoFaceError(f"no face found in any of the {len(paths)} photos ({_tally(records)})")
     name = name or f"{Path(paths[0]).stem}_joint"
     return _fit_and_finish(prepared, name, str(paths[0]), "photos", records, views, focal, texture_size, times,
                            refine, medium)
@@ -313,8 +322,11 @@ def params_dict(res: MultiViewResult, prepared):
     }
 
 
-def write_multiview(res: MultiViewResult, prepared, folder):
-    """Write the outputs into `folder` (OUT/<name>/ for the command; see the module docstring); returns it."""
+def write_multiview(res: MultiViewResult, prepared, folder, mesh_format="obj"):
+    """Write the outputs into `folder` (OUT/<name>/ for the command; see the module docstring); returns it.
+    mesh_format "glb" or "ply" also writes identity.glb / identity.ply (fitter.export) beside identity.obj."""
+    if mesh_format not in MESH_FORMATS:
+        raise InputError(f"unknown mesh format '{mesh_format}' (available: {', '.join(MESH_FORMATS)})")
     d = Path(folder)
     if d.exists() and not d.is_dir():
         raise InputError(f"{d} exists and is not a folder: the outputs go there; move it or use another -o")
@@ -323,6 +335,15 @@ def write_multiview(res: MultiViewResult, prepared, folder):
         write_textured_obj(d / "identity.obj", res.neutral, model, res.texture)
     else:
         write_obj(d / "identity.obj", res.neutral, model.faces)
+    for fmt in ("glb", "ply"):
+        if mesh_format == fmt and model.uv is not None:
+            # identity.ply in identity.obj's model frame; write_glb takes OpenCV-frame vertices and turns them
+            # to glTF's y-up frame, which is the model's own
+            V = res.neutral @ MODEL_TO_OPENCV.T if fmt == "glb" else res.neutral
+            (write_glb if fmt == "glb" else write_ply)(d / f"identity.{fmt}", V, model.faces, model.uv,
+                                                        model.uv_faces, res.texture)
+        else:  # a rerun in another format leaves no mesh of the earlier one
+            (d / f"identity.{fmt}").unlink(missing_ok=True)
     write_obj(d / "video_shape.obj", res.shape, model.faces)
     write_image_atomic(d / "frames.png", res.sheet)
     write_json_atomic(d / "params.json", params_dict(res, prepared))
@@ -334,7 +355,7 @@ def video_task(prepared, args, folder):
     res = reconstruct_video(prepared, args["video"], stride=args.get("stride"), per_bin=args.get("per_bin", 2),
                             focal=args.get("focal"), texture_size=args.get("texture_size", 512),
                             refine=args.get("refine", True), medium=args.get("medium", True))
-    write_multiview(res, prepared, folder)
+    write_multiview(res, prepared, folder, args.get("mesh_format", "obj"))
     return {"video": args["video"], "frames_scanned": len(res.records), "frames_kept": len(res.joint.kept),
             "frames_dropped": len(res.joint.dropped),
             "landmark_error_iod": round(float(np.median([im.error_iod for im in res.joint.fit.images])), 5),

@@ -34,7 +34,7 @@ class FrameRecord:
 
     index: int
     time_s: float
-    status: str = "scanned"              # no face | other person | blurred | too small | not selected | kept | dropped
+    status: str = "scanned"              # unreadable | no face | other person | blurred | too small | not selected | kept | dropped
     reason: str = ""
     face: Optional[lmk.FaceLandmarks] = None
     sharpness: float = float("nan")
@@ -113,9 +113,10 @@ def estimate_yaw(prepared, points, image_size, focal=None):
     """Head yaw (degrees, fitter.camera.yaw_of_rotation) of detected landmarks (478, 2): PnP of the mean
     face's landmarks, the focal length given or the coarse stage's prior."""
     from ..camera import yaw_of_rotation
-    from ..coarse import FOCAL_PRIOR_FACTOR, initial_pose, region_weights
+    from ..coarse import FOCAL_PRIOR_FACTOR, check_focal_for_image, initial_pose, region_weights
 
     W, H = image_size
+    check_focal_for_image(focal, image_size)
     f = focal or FOCAL_PRIOR_FACTOR * max(W, H)
     w = region_weights() * prepared.require_embedding().weights
     R, _ = initial_pose(prepared.landmark_basis.at_yaw(0.0)[0], np.asarray(points, float), f,

@@ -15,7 +15,8 @@ setup(
               "fitter.augment", "fitter.cli", "fitter.registry", "fitter.shaders"],
     package_dir={"fitter": "fitter", "fitter.cli": "cli", "fitter.registry": "models",
                  "fitter.shaders": "shaders"},
-    package_data={"fitter.shaders": ["*.vert", "*.geom", "*.frag"], "fitter.registry": ["*.json"]},
+    package_data={"fitter.shaders": ["*.vert", "*.geom", "*.frag"], "fitter.registry": ["*.json"],
+                  "fitter": ["report_assets/*"]},  # the batch report's template and its vendored 3-D viewer
     install_requires=[
         "numpy>=1.23,<2",           # mediapipe 0.10.21 needs numpy < 2
         "scipy>=1.10",

@@ -173,3 +173,15 @@ def bench_augment(name, scan_dir, part, as_json):
     from fitter.bench.augment import augment_bench
 
     _emit(augment_bench(name, scan_dir, part, log=_progress), as_json)
+
+
+@bench.command("report")
+@click.option("--from", "micc_out", required=True, type=click.Path(file_okay=False),
+              help="A `facefit micc` output folder; its scored videos are copied up to --videos.")
+@click.option("--videos", default=159, show_default=True, help="Videos in the report (MICC: 159).")
+@_json_option
+def bench_report(micc_out, videos, as_json):
+    """Time to write and to open report.html for a MICC-sized batch (fitter/bench/report.py)."""
+    from fitter.bench.report import report_bench
+
+    _emit(report_bench(micc_out, videos, log=_progress), as_json)

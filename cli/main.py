@@ -310,6 +310,23 @@ def _stderr(message):
     click.echo(message, err=True)
 
 
+def _write_report(outdir, as_json=False):
+    """OUT/report.html after a batch; a failure to write it is said in one line, not fatal to the batch."""
+    from fitter.report import write_report
+
+    try:
+        path = write_report(outdir)
+    except Exception as e:  # noqa: BLE001 - the batch's own outputs are written already
+        if os.environ.get("FACEFIT_DEBUG"):
+            raise
+        from fitter.errors import one_line
+
+        _stderr(f"facefit: warning: report.html not written: {one_line(e)}")
+        return
+    if not as_json:
+        _stderr(f"facefit: report: {path}")
+
+
 def _batch_exit(summary, n_items):
     click.echo(f"facefit: {summary.line()}", err=True)
     for item_id, reason in summary.failed.items():
@@ -364,6 +381,7 @@ def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, 
                                "mesh_format": mesh_format}))
     summary = run_batch(items, outdir, model_name=model_name, workers=workers, scheduler=scheduler,
                         progress=not as_json, desc="videos", log=_stderr)
+    _write_report(outdir, as_json)
     for it in items:
         if it.id in summary.results:
             r = summary.results[it.id]
@@ -410,6 +428,7 @@ def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_na
             raise click.UsageError(f"--subjects: {e}") from None
     summary, doc = run_micc(root, outdir, settings, subjects, gt_dir, workers, scheduler, stride, per_bin,
                             model_name=model_name, progress=not as_json, log=_stderr, refine=refine, medium=medium)
+    _write_report(outdir, as_json)
     if as_json:
         click.echo(json.dumps({"per_setting": doc["per_setting"], "videos": doc["videos"]}))
     else:
@@ -561,6 +580,7 @@ def dataset_build_cmd(root, outdir, model_name, yaws, pitches, fmt, workers, sch
     n = len(find_captures(root, outdir))
     summary, accepted, rejected = build_dataset(model_name, root, outdir, yaw_list, pitch_list, fmt, workers,
                                                 scheduler, progress=not as_json, log=_stderr)
+    _write_report(outdir, as_json)
     n_samples = sum(summary.results[c].get("samples", 0) for c in accepted if c in summary.results)
     if as_json:
         click.echo(json.dumps({"output": str(outdir), "captures": n, "samples": n_samples, "accepted": accepted,
@@ -572,6 +592,17 @@ def dataset_build_cmd(root, outdir, model_name, yaws, pitches, fmt, workers, sch
     for r in rejected:
         click.echo(f"facefit: rejected: {r['capture']}: {r['reason']}", err=True)
     _batch_exit(summary, n)
+
+
+@cli.command("report")
+@click.argument("outdir", metavar="OUTDIR", type=click.Path())
+def report_cmd(outdir):
+    """Rebuild OUTDIR/report.html (and OUTDIR/report_files/) from what a `facefit micc`, `video` or
+    `dataset build` run wrote into OUTDIR, finished or not: one self-contained page, offline, to open in a
+    browser."""
+    from fitter.report import write_report
+
+    click.echo(f"wrote {write_report(outdir)}")
 
 
 @cli.command("eval")

@@ -55,45 +55,86 @@ def _texture_png(texture):
     return png.tobytes()
 
 
+def _buffer_views(parts):
+    """glTF buffer views of (bytes, target) parts laid end to end in one binary buffer (4-byte aligned):
+    (views, blob)."""
+    import pygltflib as g
+
+    chunks, views, offset = [], [], 0
+    for data, target in parts:
+        views.append(g.BufferView(buffer=0, byteOffset=offset, byteLength=len(data), target=target))
+        pad = (-len(data)) % 4
+        chunks.append(data + b"\0" * pad)
+        offset += len(data) + pad
+    return views, b"".join(chunks)
+
+
 def write_glb(path, V, F, uv, F_uv, texture):
     """Write a textured glTF binary: V (N, 3) mm in the OpenCV camera frame, F (T, 3), uv (U, 2) in
     OBJ's convention (v up), F_uv (T, 3), texture (S, S, 3) uint8 RGB (None: a flat grey). Atomic."""
-    import pygltflib as g
+    write_bytes_atomic(path, textured_glb(V, F, uv, F_uv, texture))
 
+
+def textured_glb(V, F, uv, F_uv, texture):
+    """The bytes `write_glb` writes."""
     texture = UNTEXTURED if texture is None else texture
     vid, uid, tris = split_uv_seams(F, F_uv)
     P = (np.asarray(V, float)[vid] @ CAMERA_TO_GLTF.T).astype(np.float32)
     N = (vertex_normals(np.asarray(V, float), np.asarray(F))[vid] @ CAMERA_TO_GLTF.T).astype(np.float32)
     T = np.column_stack([uv[uid, 0], 1.0 - uv[uid, 1]]).astype(np.float32)  # glTF: v down from the top
     I = tris.astype(np.uint32).ravel()
-    png = _texture_png(texture)
-    chunks, views, offset = [], [], 0
-    for data, target in ((P.tobytes(), g.ARRAY_BUFFER), (N.tobytes(), g.ARRAY_BUFFER), (T.tobytes(), g.ARRAY_BUFFER),
-                         (I.tobytes(), g.ELEMENT_ARRAY_BUFFER), (png, None)):
-        views.append(g.BufferView(buffer=0, byteOffset=offset, byteLength=len(data), target=target))
-        pad = (-len(data)) % 4
-        chunks.append(data + b"\0" * pad)
-        offset += len(data) + pad
-    blob = b"".join(chunks)
+    return _glb(P, N, I, uv=T, png=_texture_png(texture))
+
+
+def vertex_colored_glb(V, F, colors):
+    """glTF binary bytes of the triangles F (T, 3) of V (N, 3) mm in the OpenCV camera frame (turned to glTF's
+    y-up frame), coloured per vertex by colors (N, 3) uint8 sRGB (stored linear, as glTF wants); only the
+    vertices F uses are stored."""
+    F = np.asarray(F, np.int64)
+    used, tris = np.unique(F, return_inverse=True)
+    V = np.asarray(V, float)
+    P = (V[used] @ CAMERA_TO_GLTF.T).astype(np.float32)
+    N = (vertex_normals(V, F)[used] @ CAMERA_TO_GLTF.T).astype(np.float32)
+    c = np.asarray(colors, np.uint8)[used] / 255.0  # sRGB; glTF's vertex colours are linear
+    C = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4).astype(np.float32)
+    I = tris.reshape(F.shape).astype(np.uint32).ravel()
+    return _glb(P, N, I, colors=C)
+
+
+def _glb(P, N, I, uv=None, png=None, colors=None):
+    """glTF binary bytes of one mesh: positions P, normals N (n, 3) float32 in glTF's frame, triangle
+    indices I (3T,) uint32, and either UVs (n, 2) float32 with the PNG texture they map, or linear vertex
+    colours (n, 3) float32."""
+    import pygltflib as g
+
+    extra = uv if uv is not None else colors
+    parts = [(P.tobytes(), g.ARRAY_BUFFER), (N.tobytes(), g.ARRAY_BUFFER), (extra.tobytes(), g.ARRAY_BUFFER),
+             (I.tobytes(), g.ELEMENT_ARRAY_BUFFER)] + ([(png, None)] if uv is not None else [])
+    views, blob = _buffer_views(parts)
     accessors = [
         g.Accessor(bufferView=0, componentType=g.FLOAT, count=len(P), type=g.VEC3,
                    min=P.min(0).tolist(), max=P.max(0).tolist()),
         g.Accessor(bufferView=1, componentType=g.FLOAT, count=len(N), type=g.VEC3),
-        g.Accessor(bufferView=2, componentType=g.FLOAT, count=len(T), type=g.VEC2),
+        g.Accessor(bufferView=2, componentType=g.FLOAT, count=len(extra), type=g.VEC2 if uv is not None else g.VEC3),
         g.Accessor(bufferView=3, componentType=g.UNSIGNED_INT, count=len(I), type=g.SCALAR),
     ]
+    if uv is not None:
+        attributes = g.Attributes(POSITION=0, NORMAL=1, TEXCOORD_0=2)
+        pbr = g.PbrMetallicRoughness(baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.9)
+        texture = dict(textures=[g.Texture(sampler=0, source=0)], samplers=[g.Sampler(magFilter=9729, minFilter=9987)],
+                       images=[g.Image(bufferView=4, mimeType="image/png")])
+    else:
+        attributes = g.Attributes(POSITION=0, NORMAL=1, COLOR_0=2)
+        pbr = g.PbrMetallicRoughness(metallicFactor=0.0, roughnessFactor=0.9)
+        texture = {}
     gltf = g.GLTF2(
         asset=g.Asset(generator="facefit", version="2.0"), scene=0, scenes=[g.Scene(nodes=[0])],
         nodes=[g.Node(mesh=0, name="face")],
-        meshes=[g.Mesh(name="face", primitives=[g.Primitive(
-            attributes=g.Attributes(POSITION=0, NORMAL=1, TEXCOORD_0=2), indices=3, material=0)])],
-        materials=[g.Material(name="face", doubleSided=True, pbrMetallicRoughness=g.PbrMetallicRoughness(
-            baseColorTexture=g.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=0.9))],
-        textures=[g.Texture(sampler=0, source=0)], samplers=[g.Sampler(magFilter=9729, minFilter=9987)],
-        images=[g.Image(bufferView=4, mimeType="image/png")],
-        accessors=accessors, bufferViews=views, buffers=[g.Buffer(byteLength=len(blob))])
+        meshes=[g.Mesh(name="face", primitives=[g.Primitive(attributes=attributes, indices=3, material=0)])],
+        materials=[g.Material(name="face", doubleSided=True, pbrMetallicRoughness=pbr)],
+        accessors=accessors, bufferViews=views, buffers=[g.Buffer(byteLength=len(blob))], **texture)
     gltf.set_binary_blob(blob)
-    write_bytes_atomic(path, b"".join(gltf.save_to_bytes()))
+    return b"".join(gltf.save_to_bytes())
 
 
 def write_ply(path, V, F, uv, F_uv, texture, texture_name="texture.png"):

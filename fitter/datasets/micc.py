@@ -243,16 +243,25 @@ def score_against_scans(prepared, V, scans):
     return out, best
 
 
-def write_distance_render(prepared, V, best, path):
-    """A front render of V coloured by each outer-skin vertex's distance (mm) to the best scan's crop
-    after the protocol's alignment (blue 0 → red DISTANCE_COLOUR_MAX_MM; grey: not scored)."""
+def distance_colors(d):
+    """(N, 3) float RGB in [0, 1] of distances d (N,) mm: turbo from 0 (blue) to DISTANCE_COLOUR_MAX_MM (red),
+    grey where d is NaN (not scored)."""
     import matplotlib
 
+    rgb = matplotlib.colormaps["turbo"](np.clip(np.nan_to_num(d) / DISTANCE_COLOUR_MAX_MM, 0, 1))[:, :3]
+    rgb[~np.isfinite(d)] = 0.6
+    return rgb
+
+
+def write_distance_render(prepared, V, best, path):
+    """A front render of V coloured by each outer-skin vertex's distance (mm) to the best scan's crop
+    after the protocol's alignment (blue 0 → red DISTANCE_COLOUR_MAX_MM; grey: not scored), and the
+    distances themselves beside it as distance.npz (`distance_mm` (N,) float32, NaN: not scored)."""
     from ..camera import look_at_face
     from ..closest import MeshQuery
     from ..draw import draw_text
     from ..evaluate import crop
-    from ..io import write_image_atomic
+    from ..io import save_npz_atomic, write_image_atomic
     from ..render import get_renderer
 
     model = prepared.model
@@ -264,8 +273,8 @@ def write_distance_render(prepared, V, best, path):
     d = np.full(len(V), np.nan)
     near = skin & (np.linalg.norm(Va - np.asarray(best["nose_tip"]), axis=1) <= CROP_MM)
     d[near] = MeshQuery(Vg, Fg).closest(Va[near]).distances
-    rgb = matplotlib.colormaps["turbo"](np.clip(np.nan_to_num(d) / DISTANCE_COLOUR_MAX_MM, 0, 1))[:, :3]
-    rgb[~np.isfinite(d)] = 0.6
+    save_npz_atomic(Path(path).with_name("distance.npz"), distance_mm=d.astype(np.float32))  # the report's 3-D view
+    rgb = distance_colors(d)
     face = V[prepared.face_area.domain]
     cam = look_at_face(face.mean(0), 0.0, 0.0, 600.0, 1600.0, 512, 512)
     img = get_renderer().render(V, prepared.render_faces, cam, vertex_colors=rgb, light_dir=(0, 0, -1),

@@ -212,11 +212,13 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
     if not paths:
         raise click.UsageError("give one or more IMAGES, or --example")
     if same_person:
-        unique = list(dict.fromkeys(str(Path(p).resolve()) for p in paths))
+        first = {}
+        for p in paths:
+            first.setdefault(str(Path(p).resolve()), p)
+        unique = list(first.values())
         if len(unique) < len(paths):
             _stderr("facefit: warning: a photo is given more than once: fitted once")
-            paths = [p for k, p in enumerate(paths) if str(Path(p).resolve()) not in
-                     {str(Path(q).resolve()) for q in paths[:k]}]
+            paths = unique
         if all_faces:
             raise click.UsageError("--same-person fits one person: it does not take --all-faces")
         if click.get_current_context().get_parameter_source("stages").name != "DEFAULT":
@@ -301,11 +303,6 @@ def _batch_options(f):
     return f
 
 
-def _check_executor(workers, scheduler):
-    if workers is not None and scheduler is not None:
-        raise click.UsageError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
-
-
 def _stderr(message):
     click.echo(message, err=True)
 
@@ -361,7 +358,6 @@ def video_cmd(videos, outdir, model_name, stride, per_bin, focal, texture_size, 
     from fitter.batch import WorkItem, run_batch
     from fitter.video.frames import VIDEO_EXTENSIONS, is_video_source
 
-    _check_executor(workers, scheduler)
     items, names, seen = [], set(), set()
     for v in videos:  # a missing file is the batch's to record; a photo given here is a usage error
         if Path(v).exists() and not is_video_source(v):
@@ -416,7 +412,6 @@ def micc_cmd(root, outdir, settings, subjects, gt_dir, stride, per_bin, model_na
     against the subject's frontal scans with the MICC protocol. Resumable: a rerun skips finished videos."""
     from fitter.datasets.micc import SETTINGS, run_micc, subject_name
 
-    _check_executor(workers, scheduler)
     settings = _comma_list(settings, "--settings")
     for s in settings:
         if s not in SETTINGS:
@@ -574,7 +569,6 @@ def dataset_build_cmd(root, outdir, model_name, yaws, pitches, fmt, workers, sch
     from fitter.augment.dataset import build_dataset, find_captures, parse_angles
     from fitter.augment.sample import MAX_PITCH_DEG
 
-    _check_executor(workers, scheduler)
     yaw_list = parse_angles(yaws, "--yaws", 90)
     pitch_list = parse_angles(pitches, "--pitches", MAX_PITCH_DEG)
     n = len(find_captures(root, outdir))

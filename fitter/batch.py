@@ -33,6 +33,7 @@ import shutil
 import socket
 import time
 import uuid
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -226,6 +227,11 @@ def _short(value, n=60):
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
+def _done_status(marker):
+    """status.json's entry of a done item, from its done-marker (or run_item's result)."""
+    return {"status": "done", "seconds": (marker or {}).get("seconds")}
+
+
 def _remove_folder(outdir, item_id):
     """Take an item's folder out of the way in one rename (then delete it)."""
     final = item_dir(outdir, item_id)
@@ -270,12 +276,14 @@ def run_batch(items, outdir, model_name=None, workers=None, scheduler=None, prog
             summary.skipped.append(it.id)
             summary.results[it.id] = marker.get("result", {})
     in_process = scheduler is None and (workers == 0 or (workers is None and len(todo) <= 1))
-    if scheduler is not None and todo:
-        scheduler_address(scheduler)  # a wrong address or file is said before the output folder is made
+    # a wrong address or scheduler file is said before the output folder is made
+    address = scheduler_address(scheduler) if scheduler is not None and todo else None
     outdir = ensure_writable_dir(outdir)
-    status = {}
+    executor = (nullcontext((None, 0)) if in_process or not todo else
+                _dask_client(todo, workers, address, connect_timeout_s))
+    status, status_written = {}, False
     try:
-        with _executor(todo, model_name, workers, scheduler, connect_timeout_s, in_process) as (client, n_workers):
+        with executor as (client, n_workers):
             shutil.rmtree(outdir / PARTIAL, ignore_errors=True)  # what a killed run left half-written
             for it, changed in redo:
                 _remove_folder(outdir, it.id)
@@ -285,42 +293,41 @@ def run_batch(items, outdir, model_name=None, workers=None, scheduler=None, prog
             status.update(_read_status(outdir))
             for it in items:
                 if it.id in summary.results:
-                    status[it.id] = {"status": "done", "seconds": (read_done(outdir, it.id) or {}).get("seconds")}
+                    status[it.id] = _done_status(read_done(outdir, it.id))
                 elif it.id in status:
                     status[it.id] = {"status": "to do"}
             write_json_atomic(outdir / "status.json", status)
+            status_written = True
 
             def record(it, res):
                 if res["status"] == "done":
                     summary.done.append(it.id)
                     summary.results[it.id] = res.get("result", {})
-                    status[it.id] = {"status": "done", "seconds": res.get("seconds")}
+                    status[it.id] = _done_status(res)
                 else:
                     summary.failed[it.id] = res["reason"]
                     status[it.id] = {"status": "failed", "reason": res["reason"], "seconds": res.get("seconds")}
                 write_json_atomic(outdir / "status.json", status)
 
-            bar = Progress(len(todo), desc, progress) if todo else None
+            bar = Progress(len(todo), desc, progress and bool(todo))
             summary.workers = 0 if in_process else n_workers
             try:
-                if in_process:
-                    prepared = _load_prepared(model_name) if todo else None
-                    if todo:
-                        pin_to_one_core(in_this_process=True)
+                if in_process and todo:
+                    prepared = _load_prepared(model_name)
+                    pin_to_one_core(in_this_process=True)
                     for it in todo:
                         record(it, run_item(it, outdir, prepared, model_name))
                         bar.tick(summary)
                 elif todo:
                     _run_on_dask(client, todo, outdir, model_name, record, lambda: bar.tick(summary))
             finally:
-                if bar is not None:
-                    bar.close(summary)
+                bar.close()
     finally:  # however the run ended (an interrupt too), once the workers are gone:
-        if status or summary.done or summary.failed:
+        if status_written:
             for it in todo:  # what did finish is said so, the rest stays to do
                 marker = read_done(outdir, it.id)
                 if it.id not in summary.failed and marker is not None:
-                    status[it.id] = {"status": "done", "seconds": marker.get("seconds")}
+                    status[it.id] = _done_status(marker)
             write_json_atomic(outdir / "status.json", status)
         # every item has committed or cleaned up (or its worker is gone): what is left is debris
         shutil.rmtree(outdir / PARTIAL, ignore_errors=True)
@@ -362,7 +369,7 @@ class Progress:
             self.last = time.monotonic()
             print(self._line(summary), file=self.stream, flush=True)
 
-    def close(self, summary):
+    def close(self):
         if self.bar is not None:
             self.bar.close()
 
@@ -407,53 +414,36 @@ def scheduler_address(scheduler, timeout_s=3.0):
     return f"{proto or 'tcp'}://{hostport}"
 
 
-class _executor:
-    """The Dask client of a batch (None in this process) and its worker count, reached before anything is
-    written; closed (with a local cluster) on exit."""
+@contextmanager
+def _dask_client(todo, workers, address, connect_timeout_s):
+    """(client, worker count) of a LocalCluster of single-threaded workers (address None) or of the cluster
+    at `address`; closed (with a local cluster) on exit."""
+    import logging
 
-    def __init__(self, todo, model_name, workers, scheduler, connect_timeout_s, in_process):
-        self.args = (todo, workers, scheduler, connect_timeout_s)
-        self.in_process = in_process or not todo
-        self.client = self.cluster = None
+    import dask
+    from distributed import Client, LocalCluster
 
-    def __enter__(self):
-        if self.in_process:
-            return None, 0
-        import logging
-
-        import dask
-        from distributed import Client, LocalCluster
-
-        todo, workers, scheduler, connect_timeout_s = self.args
-        self.config = dask.config.set({"distributed.worker.daemon": True,
-                                       "distributed.scheduler.allowed-failures": 3,
-                                       "logging.distributed": "error"})
-        self.config.__enter__()
+    cluster = client = None
+    with dask.config.set({"distributed.worker.daemon": True, "distributed.scheduler.allowed-failures": 3,
+                          "logging.distributed": "error"}):
         try:
-            if scheduler is None:
-                n = local_workers(workers, len(todo))
-                # dashboard on a free port: no 'port 8787 in use' warning, and nothing is served on a fixed port
-                self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                                            silence_logs=logging.ERROR, env=dict(SINGLE_THREAD_ENV))
-                self.client = Client(self.cluster)
-            else:
-                self.client = Client(scheduler_address(scheduler), timeout=f"{connect_timeout_s}s")
-        except (OSError, TimeoutError, ValueError) as e:
-            self.__exit__(None, None, None)
-            raise InputError(f"cannot reach the Dask scheduler {scheduler or '(local)'}: {one_line(e)}") from None
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
-        return self.client, len(self.client.scheduler_info().get("workers", {})) or 1
-
-    def __exit__(self, *exc):
-        if self.client is not None:
-            self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
-        if not self.in_process:
-            self.config.__exit__(None, None, None)
-        return False
+            try:
+                if address is None:
+                    # dashboard on a free port: no 'port 8787 in use' warning, nothing served on a fixed port
+                    cluster = LocalCluster(n_workers=local_workers(workers, len(todo)), threads_per_worker=1,
+                                           processes=True, dashboard_address=":0", silence_logs=logging.ERROR,
+                                           env=dict(SINGLE_THREAD_ENV))
+                    client = Client(cluster)
+                else:
+                    client = Client(address, timeout=f"{connect_timeout_s}s")
+            except (OSError, TimeoutError, ValueError) as e:
+                raise InputError(f"cannot reach the Dask scheduler {address or '(local)'}: {one_line(e)}") from None
+            yield client, len(client.scheduler_info().get("workers", {})) or 1
+        finally:
+            if client is not None:
+                client.close()
+            if cluster is not None:
+                cluster.close()
 
 
 def _run_on_dask(client, todo, outdir, model_name, record, tick):

@@ -46,17 +46,12 @@ def _obj_lines_and_vertices(path):
         v = np.zeros(0)
     for per_line in (3, 4, 6, 7):  # x y z, x y z w, x y z r g b, x y z w r g b (MeshLab, ZBrush)
         if v.size == per_line * len(v_lines):
-            V = v.reshape(len(v_lines), per_line)[:, :3]
-            break
-    else:
-        V = None
-    if V is None or not np.isfinite(V).all() and _bad_vertex_line(lines) is not None:
-        k = _bad_vertex_line(lines)
-        cut = " (the file looks cut short)" if k is not None and k >= len(lines) - 2 else ""
-        where = f"line {k + 1}: {lines[k][:60].decode('ascii', 'replace').strip()!r}" if k is not None else \
-            "vertex lines of mixed lengths"
-        raise InputError(f"{path}: malformed vertex line, {where}{cut}; give a complete OBJ file")
-    return lines, V
+            return lines, v.reshape(len(v_lines), per_line)[:, :3]
+    k = _bad_vertex_line(lines)
+    cut = " (the file looks cut short)" if k is not None and k >= len(lines) - 2 else ""
+    where = f"line {k + 1}: {lines[k][:60].decode('ascii', 'replace').strip()!r}" if k is not None else \
+        "vertex lines of mixed lengths"
+    raise InputError(f"{path}: malformed vertex line, {where}{cut}; give a complete OBJ file")
 
 
 def _bad_vertex_line(lines):

@@ -14,9 +14,7 @@ shape (video_shape.obj) coloured by its distance to the scan (distance.npz, the 
 """
 import base64
 import csv
-import html
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -97,6 +95,7 @@ def _refinement(params):
 
 
 def _micc(outdir, items, status, files):
+    from .camera import MODEL_TO_OPENCV
     from .datasets.micc import PUBLISHED, distance_colors
     from .export import vertex_colored_glb
     from .mesh import read_obj
@@ -129,8 +128,6 @@ def _micc(outdir, items, status, files):
             mesh = folder / "video_shape.obj"
             if mesh.is_file():
                 def glb(mesh=mesh, folder=folder):
-                    from .camera import MODEL_TO_OPENCV
-
                     m = read_obj(mesh)
                     dist = _distances(folder / "distance.npz", len(m.V))
                     F = m.F[np.isfinite(dist[m.F]).all(1)] if np.isfinite(dist).any() else m.F
@@ -155,7 +152,7 @@ def _micc(outdir, items, status, files):
 
 def _video(outdir, items, status, files):
     from .camera import MODEL_TO_OPENCV
-    from .export import textured_glb
+    from .export import textured_glb, vertex_colored_glb
     from .io import read_image
     from .mesh import read_obj
 
@@ -178,10 +175,9 @@ def _video(outdir, items, status, files):
             if mesh.is_file():
                 def glb(mesh=mesh, folder=folder):
                     m = read_obj(mesh)
+                    if m.UV is None:  # written without a texture: grey
+                        return vertex_colored_glb(m.V @ MODEL_TO_OPENCV.T, m.F, np.full((len(m.V), 3), 190))
                     tex = read_image(folder / "texture.png") if (folder / "texture.png").is_file() else None
-                    if m.UV is None:
-                        return textured_glb(m.V @ MODEL_TO_OPENCV.T, m.F, np.zeros((1, 2)),
-                                            np.zeros_like(m.F), None)
                     return textured_glb(m.V @ MODEL_TO_OPENCV.T, m.F, m.UV, m.F_uv, tex)
                 row["view"] = files.glb_script(row["key"], mesh, glb)
         rows.append(row)
@@ -364,6 +360,4 @@ def _template():
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["num"] = lambda v, k=2: "–" if v is None else f"{v:.{k}f}"
     env.filters["yesno"] = lambda v: "–" if v is None else ("yes" if v else "no")
-    env.globals["html_escape"] = html.escape
-    env.globals["basename"] = os.path.basename
     return env.get_template("report.html.j2")

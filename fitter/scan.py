@@ -121,8 +121,8 @@ def check_head_size(path, V, units, units_option="--scan-units"):
     across = " x ".join(f"{v / 1000:.3g} m" if size.max() >= 1e4 else f"{v:.0f} mm" if v >= 1 else f"{v:.2g} mm"
                         for v in size)
     try:
-        names = {v: k for k, v in UNIT_SCALES.items()}
-        hint = f"; its size says {names[infer_unit_scale(V)]}: give {units_option} {names[infer_unit_scale(V)]}"
+        said = {v: k for k, v in UNIT_SCALES.items()}[infer_unit_scale(V)]
+        hint = f"; its size says {said}: give {units_option} {said}"
     except InputError:
         hint = f"; give {units_option} with the units the file is in"
     raise InputError(f"{path}: read in {units} the scan is {across} across, not the size of a head "

@@ -142,7 +142,7 @@ def test_progress_written_to_a_file_is_plain_lines():
     for k in range(5):
         summary.done.append(str(k))
         bar.tick(summary)
-    bar.close(summary)
+    bar.close()
     text = stream.getvalue()
     assert "\r" not in text and "\x1b" not in text
     assert text.splitlines()[0] == "facefit: videos: 1 of 5 run (1 done, 0 failed)" and len(text.splitlines()) == 4

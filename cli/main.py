@@ -199,9 +199,12 @@ def _refine_options(f):
                    "expression; outlier photos dropped) and write OUTDIR/<first stem>_joint/ as `facefit video` "
                    "does (identity.obj, texture.png, params.json, frames.png): the joint coarse fit, refined by "
                    "feature tracks across the photos where they have the texture for it.")
+@click.option("--same-expression", is_flag=True,
+              help="With --same-person: the photos were taken at one moment (a camera rig, one session's turn of "
+                   "the head): one expression for all of them in the joint landmark fit, not one per photo.")
 @_refine_options
 def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_json, texture_size, mesh_format,
-            same_person, refine, medium):
+            same_person, same_expression, refine, medium):
     """Fit the face model to each photo: mesh.obj/.mtl + texture.png, params.json, overlay.png and
     landmarks.json in OUTDIR/<image stem>/. A photo that fails is reported and the others go on."""
     from fitter.io import ensure_writable_dir
@@ -211,6 +214,8 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
     paths = list(images) + ([_example_photo()] if example else [])
     if not paths:
         raise click.UsageError("give one or more IMAGES, or --example")
+    if same_expression and not same_person:
+        raise click.UsageError("--same-expression is for a joint fit: give --same-person too")
     if same_person:
         first = {}
         for p in paths:
@@ -223,7 +228,8 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
             raise click.UsageError("--same-person fits one person: it does not take --all-faces")
         if click.get_current_context().get_parameter_source("stages").name != "DEFAULT":
             click.echo("facefit: warning: --same-person runs the joint coarse fit only; --stages is not used", err=True)
-        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine, medium, mesh_format)
+        return _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine, medium, mesh_format,
+                                same_expression)
     ensure_writable_dir(outdir)
     prepared = PreparedModel.load(model_name)
     failed = 0
@@ -261,7 +267,7 @@ def fit_cmd(images, outdir, model_name, stages, focal, all_faces, example, as_js
 
 
 def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, refine=True, medium=True,
-                     mesh_format="obj"):
+                     mesh_format="obj", same_expression=False):
     """One identity from several photos. Exit 0 when every photo was fitted, 4 when some were not (unreadable,
     no face, or dropped as not the person the others show), 3 when none was."""
     from fitter.io import ensure_writable_dir
@@ -274,7 +280,7 @@ def _fit_same_person(paths, outdir, model_name, focal, texture_size, as_json, re
         raise click.UsageError(f"{folder} exists and is not a folder")
     prepared = PreparedModel.load(model_name)
     res = reconstruct_photos(prepared, paths, focal=focal, texture_size=texture_size, name=folder.name,
-                             refine=refine, medium=medium)
+                             refine=refine, medium=medium, shared_expression=same_expression)
     write_multiview(res, prepared, folder, mesh_format)
     for r in res.records:
         if r.status != "kept":

@@ -217,7 +217,8 @@ def _pose_jacobian(RX, Xc, f):
 
 
 def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, identity=None,
-                  landmark_weights=None, expression_reg=10.0, tol=0.03, noise_fraction=NOISE_FRACTION_OF_IOD):
+                  landmark_weights=None, expression_reg=10.0, tol=0.03, noise_fraction=NOISE_FRACTION_OF_IOD,
+                  shared_expression=False):
     """Fit one identity and per-image pose/expression to detected landmarks.
 
     prepared: the PreparedModel (its landmark basis and embedding);
@@ -225,7 +226,8 @@ def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, 
     (W, H); focal: None (estimated), a number, or a list (px) per image; identity: fixed α (not solved);
     noise_fraction: landmark noise σ as a fraction of the interocular distance (it sets the balance
     between the landmarks and the priors: detected landmarks ~0.05, exact synthetic ones ~0.01);
-    expression_reg: weight of ‖β‖².
+    expression_reg: weight of ‖β‖²; shared_expression: one β for all the images (photos of one moment, e.g.
+    a calibrated rig or one session's turn of the head) instead of one per image.
     After a PnP start, all unknowns are solved jointly by Levenberg-Marquardt (the normal equations
     reduced by a Schur complement onto the bounded expression block), with Cauchy IRLS weights; stops
     when the cost falls by less than `tol` (relative) or after `iterations`. Returns a CoarseFit.
@@ -237,7 +239,8 @@ def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, 
         emb = prepared.require_embedding()
         lb = prepared.landmark_basis
         base_w = (region_weights() * emb.weights) if landmark_weights is None else np.asarray(landmark_weights, float)
-        problem = _Problem.create(prepared.model, lb, base_w, len(points_list), identity, expression_reg)
+        problem = _Problem.create(prepared.model, lb, base_w, len(points_list), identity, expression_reg,
+                                  shared_expression)
         focals = focal if isinstance(focal, (list, tuple)) else [focal] * len(points_list)
         for f, size in zip(focals, image_sizes):
             check_focal_for_image(f, size)
@@ -308,7 +311,8 @@ def _start_image(lb, u, size, fgiven, base_w, noise_fraction):
 @dataclass
 class _Problem:
     """What stays fixed during one fit: sizes, priors and the expression bounds. The unknown vector is
-    (α, then (ω, t, log f) per image: the free block of size nf, then β per image)."""
+    (α, then (ω, t, log f) per image: the free block of size nf, then β per image, or one β for all the
+    images when `shared_expression`)."""
 
     lb: LandmarkBasis
     base_w: np.ndarray   # (478,) region x embedding weights
@@ -321,26 +325,41 @@ class _Problem:
     expression_reg: float
     lower: np.ndarray
     upper: np.ndarray
+    shared_expression: bool = False
 
     @staticmethod
-    def create(model, lb, base_w, n, identity, expression_reg):
+    def create(model, lb, base_w, n, identity, expression_reg, shared_expression=False):
         K, E = lb.n_identity, lb.n_expression
         blend = model.expression_kind == "blendshape"
         alpha = np.zeros(K) if identity is None else np.asarray(identity, float).copy()
+        nb = 1 if shared_expression else n
         return _Problem(lb, base_w, K, E, n, alpha, np.zeros(K) if identity is None else alpha.copy(),
                         1.0 if identity is None else 1e10, expression_reg,
-                        np.full(n * E, 0.0 if blend else -np.inf), np.full(n * E, 1.0 if blend else np.inf))
+                        np.full(nb * E, 0.0 if blend else -np.inf), np.full(nb * E, 1.0 if blend else np.inf),
+                        shared_expression)
 
     @property
     def nf(self):
         return self.K + 7 * self.n
 
+    def expression_block(self, j):
+        """Which β block image j uses (0 for every image when the expression is shared)."""
+        return 0 if self.shared_expression else j
+
+    def expressions(self, states):
+        """The expression unknowns, concatenated (one block when shared)."""
+        return states[0].beta.copy() if self.shared_expression else np.concatenate([s.beta for s in states])
+
     def total_cost(self, alpha, states, data):
         """The objective: weighted landmark residuals + focal, expression and identity priors."""
         c = self.alpha_prec * np.sum((alpha - self.alpha_prior_mean) ** 2)
-        for s, (_, _, _, r) in zip(states, data):
+        for j, (s, (_, _, _, r)) in enumerate(zip(states, data)):
             c += (s.w[:, None] * r * r).sum() / s.sigma ** 2
-            c += s.f_prec * (s.logf - s.logf0) ** 2 + self.expression_reg * s.beta @ s.beta
+            focal_prior = s.f_prec * (s.logf - s.logf0) ** 2
+            if j == 0 or not self.shared_expression:  # the expression prior once per β block
+                c += focal_prior + self.expression_reg * s.beta @ s.beta
+            else:
+                c += focal_prior
         return c
 
     def residuals(self, alpha, states):
@@ -357,7 +376,7 @@ class _Problem:
     def normal_equations(self, alpha, states, data):
         """(JᵀJ + priors, Jᵀr + prior gradients) over all unknowns at the current state."""
         K, E, n, nf = self.K, self.E, self.n, self.nf
-        D = nf + n * E
+        D = nf + (1 if self.shared_expression else n) * E
         Hm = np.zeros((D, D))
         g = np.zeros(D)
         for j, (s, (X, RX, Xc, r)) in enumerate(zip(states, data)):
@@ -370,7 +389,8 @@ class _Problem:
             Js = np.matmul(coef * sw[:, None, None], s.lm[1]).reshape(-1, K + E)  # d/d(α, β)
             J = np.concatenate([Js[:, :K], (Jp * sw[:, None, None]).reshape(-1, 7), Js[:, K:]], axis=1)
             rw = (r * sw[:, None]).ravel()
-            idx = np.r_[0:K, K + 7 * j:K + 7 * j + 7, nf + j * E:nf + (j + 1) * E]
+            b = self.expression_block(j)
+            idx = np.r_[0:K, K + 7 * j:K + 7 * j + 7, nf + b * E:nf + (b + 1) * E]
             # JᵀJ in single precision (half the time of dsyrk; the priors keep it well conditioned)
             JtJ = scipy.linalg.blas.ssyrk(1.0, J.astype(np.float32), trans=1).astype(np.float64)
             JtJ += np.triu(JtJ, 1).T
@@ -383,9 +403,10 @@ class _Problem:
             p = K + 7 * j + 6
             Hm[p, p] += s.f_prec
             g[p] += s.f_prec * (s.logf - s.logf0)
-            q = slice(nf + j * E, nf + (j + 1) * E)
-            Hm[q, q] += self.expression_reg * np.eye(E)
-            g[q] += self.expression_reg * s.beta
+            if b == j:  # the expression prior once per β block
+                q = slice(nf + b * E, nf + (b + 1) * E)
+                Hm[q, q] += self.expression_reg * np.eye(E)
+                g[q] += self.expression_reg * s.beta
         Hm[:K, :K] += self.alpha_prec * np.eye(K)
         g[:K] += self.alpha_prec * (alpha - self.alpha_prior_mean)
         return Hm, g
@@ -410,8 +431,9 @@ class _Problem:
         out = []
         for j, s in enumerate(states):
             dp = dfree[K + 7 * j:K + 7 * j + 7]
+            b = self.expression_block(j)
             out.append(replace(s, R=_exp_so3(dp[:3]) @ s.R, t=s.t + dp[3:6], logf=s.logf + dp[6],
-                               beta=np.clip(s.beta + db[j * E:(j + 1) * E], self.lower[:E], self.upper[:E])))
+                               beta=np.clip(s.beta + db[b * E:(b + 1) * E], self.lower[:E], self.upper[:E])))
         return out
 
 
@@ -428,7 +450,7 @@ def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
             s.w = problem.base_w * _cauchy(np.linalg.norm(r, axis=1), 2.0 * s.sigma) * lb.facing_weights(s.R, Xc)
         cost = problem.total_cost(alpha, imgs, data)
         Hm, g = problem.normal_equations(alpha, imgs, data)
-        beta_all = np.concatenate([s.beta for s in imgs])
+        beta_all = problem.expressions(imgs)
         accepted = False
         for _ in range(6):
             dfree, db, active = problem.damped_step(Hm, g, mu, beta_all, active)

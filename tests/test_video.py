@@ -209,6 +209,22 @@ def test_fit_same_person_joint(ict_prepared, tmp_path):
     assert np.allclose(acc.min, V_obj.min(0), atol=1e-3) and np.allclose(acc.max, V_obj.max(0), atol=1e-3)
 
 
+def test_fit_same_person_same_expression(ict_prepared, tmp_path):
+    photos = [need(PHOTOS / "whitehouse_obama.jpg", "photo"), need(PHOTOS / "whitehouse_obama2.jpg", "photo")]
+    p = subprocess.run([sys.executable, "-m", "fitter.cli.main", "fit", str(photos[0]), "--same-expression",
+                        "-o", str(tmp_path / "alone")], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "--same-person" in p.stderr and "Traceback" not in p.stderr
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-m", "fitter.cli.main", "fit", *map(str, photos), "--same-person",
+                        "--same-expression", "--no-refine", "-o", str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr
+    params = json.loads((out / "whitehouse_obama_joint" / "params.json").read_text())
+    assert params["joint_fit"]["shared_expression"] is True
+    first, second = (v["expression"] for v in params["views"])
+    assert first == second and first == params["median_expression"] and max(first.values()) > 0.01
+
+
 def test_dask_workers_give_the_same_reconstruction_as_one_process(ict_prepared, mini_micc, tmp_path):
     from fitter.batch import WorkItem, run_batch
 

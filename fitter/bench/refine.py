@@ -14,7 +14,7 @@
 - `track_accuracy`: the tracks' observations against the true surface and cameras of the skin-textured
   subjects' videos.
 - `photo_pairs`: two photos of each skin-textured subject 30°, 45° and 60° apart: each alone, the
-  landmark joint fit and the default joint fit.
+  landmark joint fit and the default joint fit, each with an expression per photo and with one shared.
 """
 import copy
 import json
@@ -228,7 +228,8 @@ def photo_pairs(prepared, data_dir, gaps=PAIR_GAPS_DEG, log=print):
     photo's skin), the head turned ±gap/2 (one session: the same light and camera), 1200×1600 px with a
     300 px face: MICC error against the registered scan of each photo fitted alone, of the landmark joint
     fit (`fit --same-person --no-refine`) and of the default joint fit (`fit --same-person`), with the
-    tracks the refinement found."""
+    tracks the refinement found; and both joint fits with one expression for the two photos
+    (`fit --same-person --same-expression`)."""
     import cv2
 
     model = prepared.model
@@ -269,6 +270,11 @@ def photo_pairs(prepared, data_dir, gaps=PAIR_GAPS_DEG, log=print):
                 row["better_single_mm"] = min(singles)
                 base = reconstruct_photos(prepared, paths, refine=False)
                 row["joint_landmarks_mm"] = score_against_scans(prepared, base.shape, scans)[1]["mean_mm"]
+                shared = reconstruct_photos(prepared, paths, refine=False, shared_expression=True)
+                row["joint_shared_expression_landmarks_mm"] = score_against_scans(prepared, shared.shape, scans)[1]["mean_mm"]
+                shared = reconstruct_photos(prepared, paths, shared_expression=True)
+                row["joint_shared_expression_default_mm"] = score_against_scans(prepared, shared.shape, scans)[1]["mean_mm"]
+                row["shared_expression_applied"] = shared.refinement["model_space"]["applied"]
                 t0 = time.perf_counter()
                 res = reconstruct_photos(prepared, paths)
                 row["joint_default_s"] = time.perf_counter() - t0

@@ -51,6 +51,7 @@ class JointFit:
     rounds: int
     seconds: float
     history: list = field(default_factory=list)  # per round: views, errors, disagreements
+    shared_expression: bool = False  # one expression for every view
 
 
 def robust_outliers(values, ratio, gap):
@@ -62,9 +63,10 @@ def robust_outliers(values, ratio, gap):
     return [int(i) for i in np.flatnonzero(v > threshold)], threshold
 
 
-def fit_views(prepared, points_list, image_sizes, focal=None, max_rounds=MAX_ROUNDS):
+def fit_views(prepared, points_list, image_sizes, focal=None, max_rounds=MAX_ROUNDS, shared_expression=False):
     """Fit the views jointly, drop the ones that do not belong and refit. points_list: (478, 2) landmarks
-    per view; image_sizes: (W, H) per view; focal: px, one for all or None. Returns a JointFit."""
+    per view; image_sizes: (W, H) per view; focal: px, one for all or None; shared_expression: one expression
+    for every view (fitter.coarse.fit_landmarks). Returns a JointFit."""
     t0 = time.perf_counter()
     n = len(points_list)
     kept = list(range(n))
@@ -75,7 +77,7 @@ def fit_views(prepared, points_list, image_sizes, focal=None, max_rounds=MAX_ROU
                           for i in range(n)])
     for rounds in range(1, max_rounds + 1):
         fit = fit_landmarks(prepared, [points_list[i] for i in kept], [image_sizes[i] for i in kept], focal=focal,
-                            noise_fraction=joint_noise_fraction(len(kept)))
+                            noise_fraction=joint_noise_fraction(len(kept)), shared_expression=shared_expression)
         errors = np.array([im.error_iod for im in fit.images])
         record = {"views": len(kept), "errors_iod": [round(float(e), 5) for e in errors]}
         history.append(record)
@@ -96,4 +98,4 @@ def fit_views(prepared, points_list, image_sizes, focal=None, max_rounds=MAX_ROU
                 f"landmark residual {errors[j]:.4f} IOD is an outlier for its yaw (threshold {thr_res * noise[j]:.4f}): "
                 f"blur or a detector failure")
         kept = [i for k, i in enumerate(kept) if k not in set(bad)]
-    return JointFit(fit, kept, dropped, rounds, time.perf_counter() - t0, history)
+    return JointFit(fit, kept, dropped, rounds, time.perf_counter() - t0, history, shared_expression)

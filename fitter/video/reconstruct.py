@@ -106,7 +106,8 @@ def reconstruct_video(prepared, source, stride=None, per_bin=2, focal=None, text
                            refine, medium)
 
 
-def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None, refine=True, medium=True):
+def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None, refine=True, medium=True,
+                       shared_expression=False):
     """Reconstruct one person from several photos (the largest face of each), fitted jointly; every photo
     with a face is a view (each with its own focal length). Raises InputError / NoFaceError."""
     from ..pipeline import WorkingImage
@@ -138,7 +139,7 @@ def reconstruct_photos(prepared, paths, focal=None, texture_size=1024, name=None
         raise NoFaceError(f"no face found in any of the {len(paths)} photos ({_tally(records)})")
     name = name or f"{Path(paths[0]).stem}_joint"
     return _fit_and_finish(prepared, name, str(paths[0]), "photos", records, views, focal, texture_size, times,
-                           refine, medium)
+                           refine, medium, shared_expression)
 
 
 def _score(prepared, r: FrameRecord, face, image, focal):
@@ -156,8 +157,9 @@ def _tally(records):
 
 
 def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture_size, times, refine=True,
-                    medium=True):
-    joint = fit_views(prepared, [v.face.points for v in views], [v.face.image_size for v in views], focal=focal)
+                    medium=True, shared_expression=False):
+    joint = fit_views(prepared, [v.face.points for v in views], [v.face.image_size for v in views], focal=focal,
+                      shared_expression=shared_expression)
     times["joint_fit_s"] = joint.seconds
     for j, reason in joint.dropped.items():
         views[j].status, views[j].reason = "dropped", reason
@@ -314,7 +316,7 @@ def params_dict(res: MultiViewResult, prepared):
         "views": views,
         "scanned": [r.to_dict() for r in res.records],
         "joint_fit": {"rounds": res.joint.rounds, "history": res.joint.history,
-                      "iterations": res.joint.fit.iterations},
+                      "iterations": res.joint.fit.iterations, "shared_expression": res.joint.shared_expression},
         "refinement": res.refinement or {"model_space": "off"},
         "camera_convention": "OpenCV pinhole: x right, y down, z forward; K in the frame's pixels; R, t map the "
                              "model frame (mm) to the camera",

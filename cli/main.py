@@ -41,11 +41,11 @@ def model():
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def model_install(name, source, fmt, seed, quiet):
     """Install model NAME (default: ict) into the model store, with its landmark embedding."""
-    from fitter import store
+    from fitter import installer
 
     log = (lambda *a: None) if quiet else (lambda m: click.echo(m, err=True))
     t0 = time.perf_counter()
-    folder = store.install(name, source, fmt, progress=not quiet, seed=seed, log=log)
+    folder = installer.install(name, source, fmt, progress=not quiet, seed=seed, log=log)
     click.echo(f"installed model '{name}' in {folder} ({time.perf_counter() - t0:.0f} s)")
 
 

@@ -28,6 +28,7 @@ from .embedding import LandmarkEmbedding
 from .errors import InputError
 from .mesh import face_normals
 from .model import MorphableModel
+from .pose_maths import cauchy_weights, exp_so3, pose_jacobian
 
 REGION_WEIGHTS = {"contour": 0.5, "brows": 1.0, "irises": 0.0, "eyes": 2.0, "lips": 2.0, "nose": 2.0, "other": 0.5}
 NOISE_FRACTION_OF_IOD = 0.05    # landmark noise σ as a fraction of the interocular distance (px)
@@ -121,25 +122,8 @@ def region_weights():
 
 
 # --- geometry helpers ---------------------------------------------------------------------------
-def _hat(v):
-    x, y, z = v
-    return np.array([[0, -z, y], [z, 0, -x], [-y, x, 0.0]])
-
-
-def _exp_so3(w):
-    th = np.linalg.norm(w)
-    if th < 1e-12:
-        return np.eye(3) + _hat(w)
-    k = _hat(w / th)
-    return np.eye(3) + np.sin(th) * k + (1 - np.cos(th)) * k @ k
-
-
 def _project(Xc, f, c):
     return f * Xc[:, :2] / Xc[:, 2:3] + c
-
-
-def _cauchy(r, s):
-    return 1.0 / (1.0 + (r / s) ** 2)
 
 
 FOCAL_RANGE_OF_SIDE = (0.1, 20.0)  # a given focal length, in units of the image's larger side (fov 5.7°-157°)
@@ -199,21 +183,6 @@ def _bounded_ridge(H, g, lower, upper, fixed=None, iters=30):
         c = np.clip(c, lower, upper)
         fixed |= low | high
     return np.clip(c, lower, upper), fixed
-
-
-def _pose_jacobian(RX, Xc, f):
-    """(L, 2, 7) d(projection)/d(ω, t, log f) with the left rotation perturbation X_c = exp([ω]x) R X + t;
-    also the entries a = f/z, bu = -f x/z², bv = -f y/z² of d(projection)/dX_c."""
-    x, y, z = Xc.T
-    a, bu, bv = f / z, -f * x / z ** 2, -f * y / z ** 2
-    px, py, pz = RX.T
-    J = np.zeros((len(Xc), 2, 7))
-    J[:, 0, 0], J[:, 0, 1], J[:, 0, 2] = py * bu, pz * a - px * bu, -py * a
-    J[:, 1, 0], J[:, 1, 1], J[:, 1, 2] = py * bv - pz * a, -px * bv, px * a
-    J[:, 0, 3], J[:, 0, 5] = a, bu
-    J[:, 1, 4], J[:, 1, 5] = a, bv
-    J[:, 0, 6], J[:, 1, 6] = a * x, a * y  # d/dlog f = f x / z, f y / z
-    return J, a, bu, bv
 
 
 def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, identity=None,
@@ -381,7 +350,7 @@ class _Problem:
         g = np.zeros(D)
         for j, (s, (X, RX, Xc, r)) in enumerate(zip(states, data)):
             f, R = np.exp(s.logf), s.R
-            Jp, a, bu, bv = _pose_jacobian(RX, Xc, f)
+            Jp, a, bu, bv = pose_jacobian(RX, Xc, f)
             sw = np.sqrt(s.w) / s.sigma
             coef = np.empty((len(X), 2, 3))
             coef[:, 0] = a[:, None] * R[0] + bu[:, None] * R[2]
@@ -432,7 +401,7 @@ class _Problem:
         for j, s in enumerate(states):
             dp = dfree[K + 7 * j:K + 7 * j + 7]
             b = self.expression_block(j)
-            out.append(replace(s, R=_exp_so3(dp[:3]) @ s.R, t=s.t + dp[3:6], logf=s.logf + dp[6],
+            out.append(replace(s, R=exp_so3(dp[:3]) @ s.R, t=s.t + dp[3:6], logf=s.logf + dp[6],
                                beta=np.clip(s.beta + db[b * E:(b + 1) * E], self.lower[:E], self.upper[:E])))
         return out
 
@@ -447,7 +416,7 @@ def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
             lb.at_yaw(yaw_of_rotation(s.R), s.lm)
         _, data = problem.residuals(alpha, imgs)
         for s, (X, RX, Xc, r) in zip(imgs, data):
-            s.w = problem.base_w * _cauchy(np.linalg.norm(r, axis=1), 2.0 * s.sigma) * lb.facing_weights(s.R, Xc)
+            s.w = problem.base_w * cauchy_weights(np.linalg.norm(r, axis=1), 2.0 * s.sigma) * lb.facing_weights(s.R, Xc)
         cost = problem.total_cost(alpha, imgs, data)
         Hm, g = problem.normal_equations(alpha, imgs, data)
         beta_all = problem.expressions(imgs)

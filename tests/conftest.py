@@ -33,7 +33,9 @@ def ict_model(tmp_path_factory):
     old = os.environ.get("FACEFIT_HOME")
     os.environ["FACEFIT_HOME"] = str(home)
     try:
-        store.install("ict", ICT_ARCHIVE, progress=False, log=lambda *a: None)
+        from fitter import installer
+
+        installer.install("ict", ICT_ARCHIVE, progress=False, log=lambda *a: None)
         return store.load_model("ict")
     finally:
         if old is None:

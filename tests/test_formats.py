@@ -8,7 +8,7 @@ import types
 import numpy as np
 import pytest
 
-from fitter import store
+from fitter import installer, store
 from fitter.errors import InputError
 
 N, K, E = 60, 5, 4
@@ -50,7 +50,7 @@ def test_bfm2009_mat_with_trimmed_expression_basis(tmp_path, tmp_home, rng):
         f.write(exp_pc.tobytes())
     np.savetxt(folder / "std_exp.txt", std)
     scipy.io.savemat(folder / "BFM_exp_idx.mat", {"trimIndex": (trim + 1)[:, None]})
-    store.install("bfm", folder, "bfm2009", progress=False, build_embedding=False, log=lambda *a: None)
+    installer.install("bfm", folder, "bfm2009", progress=False, build_embedding=False, log=lambda *a: None)
     m = store.load_model("bfm")
     np.testing.assert_allclose(m.mean, mean_mm, atol=1e-6)
     np.testing.assert_array_equal(m.faces, faces)
@@ -75,7 +75,7 @@ def test_bfm2009_expression_without_index_is_an_error(tmp_path, tmp_home, rng):
     with open(folder / "Exp_Pca.bin", "wb") as f:
         f.write(np.int32(2).tobytes() + np.zeros(3 * 10 * 3, np.float32).tobytes())
     with pytest.raises(InputError, match="BFM_exp_idx.mat"):
-        store.install("bfm", folder, "bfm2009", progress=False, build_embedding=False, log=lambda *a: None)
+        installer.install("bfm", folder, "bfm2009", progress=False, build_embedding=False, log=lambda *a: None)
     assert "bfm" not in store.installed()
 
 
@@ -97,7 +97,7 @@ def test_bfm2017_h5(tmp_path, tmp_home, rng):
         f["expression/model/mean"] = np.zeros(3 * N, np.float32)
         f["expression/model/pcaBasis"] = ebasis.astype(np.float32)
         f["expression/model/pcaVariance"] = evar.astype(np.float32)
-    store.install("bfm17", path, "bfm2017", progress=False, build_embedding=False, log=lambda *a: None)
+    installer.install("bfm17", path, "bfm2017", progress=False, build_embedding=False, log=lambda *a: None)
     m = store.load_model("bfm17")
     np.testing.assert_allclose(m.mean, mean, atol=1e-4)
     np.testing.assert_array_equal(m.faces, faces)
@@ -134,7 +134,7 @@ def test_flame_chumpy_pickle(tmp_path, tmp_home, rng, monkeypatch):
                      "posedirs": Ch(np.zeros((N, 3, 36)))}, fh, protocol=2)
     monkeypatch.delitem(sys.modules, "chumpy.ch")
     monkeypatch.delitem(sys.modules, "chumpy")
-    store.install("flame", path, "flame", progress=False, build_embedding=False, log=lambda *a: None)
+    installer.install("flame", path, "flame", progress=False, build_embedding=False, log=lambda *a: None)
     m = store.load_model("flame")
     np.testing.assert_allclose(m.mean, v * 1000, atol=1e-6)
     assert m.n_identity == 300 and m.n_expression == E
@@ -145,7 +145,7 @@ def test_flame_chumpy_pickle(tmp_path, tmp_home, rng, monkeypatch):
 def test_flame_npz_and_malicious_pickle(tmp_path, tmp_home, rng):
     v, f, sd = _flame_arrays(rng)
     np.savez(tmp_path / "flame.npz", v_template=v, f=f, shapedirs=sd)
-    store.install("flame", tmp_path / "flame.npz", "flame", progress=False, build_embedding=False,
+    installer.install("flame", tmp_path / "flame.npz", "flame", progress=False, build_embedding=False,
                   log=lambda *a: None)
     assert store.load_model("flame").n_vertices == N
 
@@ -156,7 +156,7 @@ def test_flame_npz_and_malicious_pickle(tmp_path, tmp_home, rng):
     with open(tmp_path / "evil.pkl", "wb") as fh:
         pickle.dump({"v_template": Evil()}, fh)
     with pytest.raises(InputError, match="not a readable FLAME pickle"):
-        store.install("evil", tmp_path / "evil.pkl", "flame", progress=False, build_embedding=False,
+        installer.install("evil", tmp_path / "evil.pkl", "flame", progress=False, build_embedding=False,
                       log=lambda *a: None)
 
 
@@ -199,7 +199,7 @@ def test_sfm_eos_bin(tmp_path, tmp_home, rng, expression):
     data += struct.pack("<Q", N) + uv.astype("<f8").tobytes() + _tris(faces)
     path = tmp_path / "sfm_shape_3448.bin"
     path.write_bytes(data)
-    store.install("sfm", path, "sfm", progress=False, build_embedding=False, log=lambda *a: None)
+    installer.install("sfm", path, "sfm", progress=False, build_embedding=False, log=lambda *a: None)
     m = store.load_model("sfm")
     np.testing.assert_allclose(m.mean, mean, atol=1e-4)
     np.testing.assert_allclose(m.identity_basis[0].ravel(), basis[:, 0] * 3.0, atol=1e-5)
@@ -210,7 +210,7 @@ def test_sfm_eos_bin(tmp_path, tmp_home, rng, expression):
     # a truncated file is a clear error
     path.write_bytes(data[:100])
     with pytest.raises(InputError, match="ends early"):
-        store.install("sfm2", path, "sfm", progress=False, build_embedding=False, log=lambda *a: None)
+        installer.install("sfm2", path, "sfm", progress=False, build_embedding=False, log=lambda *a: None)
 
 
 def test_unit_inference():

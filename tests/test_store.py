@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from conftest import ICT_ARCHIVE, need
-from fitter import store
+from fitter import installer, store
 from fitter.errors import InputError, ModelInstallError, ModelNotInstalledError
 from fitter.registry import spec
 
@@ -31,7 +31,7 @@ def test_corrupt_archive_fails_cleanly(tmp_path, tmp_home):
     bad = tmp_path / "ICT-FaceKit.tar.xz"
     bad.write_bytes(os.urandom(4096))
     with pytest.raises(ModelInstallError, match="not a readable archive"):
-        store.install("ict", bad, progress=False, log=lambda *a: None)
+        installer.install("ict", bad, progress=False, log=lambda *a: None)
     assert store.installed() == [] and no_leftovers(tmp_home)
 
 
@@ -43,7 +43,7 @@ def test_wrong_files_fail_checksum(tmp_path, tmp_home):
     with tarfile.open(archive, "w:xz") as t:
         t.add(tmp_path / "src", arcname="ICT-FaceKit")
     with pytest.raises(ModelInstallError, match="missing|does not match"):
-        store.install("ict", archive, progress=False, log=lambda *a: None)
+        installer.install("ict", archive, progress=False, log=lambda *a: None)
     assert store.installed() == [] and no_leftovers(tmp_home)
 
 
@@ -54,7 +54,7 @@ def test_unsafe_zip_is_refused(tmp_path, tmp_home):
     with zipfile.ZipFile(z, "w") as f:
         f.writestr("../escape.txt", "x")
     with pytest.raises(ModelInstallError, match="unsafe path"):
-        store.install("ict", z, progress=False, log=lambda *a: None)
+        installer.install("ict", z, progress=False, log=lambda *a: None)
     assert not (tmp_path / "escape.txt").exists()
 
 
@@ -62,7 +62,7 @@ def test_missing_model_and_unknown_format(tmp_home):
     with pytest.raises(ModelNotInstalledError, match="facefit model install ict"):
         store.load_model("ict")
     with pytest.raises(InputError, match="--format"):
-        store.install("mymodel", "/nonexistent.h5", progress=False)
+        installer.install("mymodel", "/nonexistent.h5", progress=False)
 
 
 def test_cli_error_paths_are_one_line(tmp_home, tmp_path):
@@ -95,7 +95,7 @@ def test_full_install_from_shared_archive_and_corrupted_copy(tmp_path, tmp_home)
     f.write_bytes(bytes(data))
     before = store.sha256_file(store.model_dir("ict") / "model.npz")
     with pytest.raises(ModelInstallError, match="identity042.obj does not match"):
-        store.install("ict", src, progress=False, log=lambda *a: None)
+        installer.install("ict", src, progress=False, log=lambda *a: None)
     assert store.sha256_file(store.model_dir("ict") / "model.npz") == before and no_leftovers(tmp_home)
 
 
@@ -125,9 +125,9 @@ def test_download_path_over_loopback(tmp_path, tmp_home):
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/da5f95a.zip"
         with pytest.raises(ModelInstallError, match="missing|does not match"):
-            store.install("ict", url, progress=False, log=lambda *a: None)
+            installer.install("ict", url, progress=False, log=lambda *a: None)
         with pytest.raises(ModelInstallError, match="cannot download"):
-            store.install("ict", url.replace("da5f95a", "nothere"), progress=False, log=lambda *a: None)
+            installer.install("ict", url.replace("da5f95a", "nothere"), progress=False, log=lambda *a: None)
     finally:
         httpd.shutdown()
     assert store.installed() == [] and no_leftovers(tmp_home)

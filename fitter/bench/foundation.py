@@ -7,7 +7,7 @@ import time
 import numpy as np
 
 from .. import landmarks as lmk
-from .. import store
+from .. import installer, store
 from ..camera import look_at_face
 from ..painting import DISTANCE_MM, FOCAL_PX
 from ..prepared import PreparedModel
@@ -64,7 +64,7 @@ def foundation(name="ict", repeats=20, install_from=None):
             os.environ["FACEFIT_HOME"] = tmp
             try:
                 t0 = time.perf_counter()
-                store.install(name, install_from, progress=False, log=lambda *a: None)
+                installer.install(name, install_from, progress=False, log=lambda *a: None)
                 out["install_s"] = round(time.perf_counter() - t0, 1)
                 info = store.model_info(name)
                 out["embedding_build_s"] = info["landmark_embedding"].get("build_seconds")

@@ -40,7 +40,7 @@ from ..video.sweep import medium_stage
 from ..video.tracks import lift
 from .common import SCANS, face_error
 from .micc_mini import SKIN_PHOTOS, film_cameras, skin_subject, write_gt_landmarks
-from .video import _scans_of
+from .video import scans_of
 
 
 def textured_identity(prepared, seeds=(1, 2, 3), textures=("noise", "flat"), log=print):
@@ -139,7 +139,7 @@ def mini_micc(prepared, root, truth, log=print, kinds=("scan", "synthetic", "ski
     for sid, t in truth.items():
         if t["kind"] not in kinds:
             continue
-        scans = _scans_of(root, sid)
+        scans = scans_of(root, sid)
         V_true = _truth_vertices(prepared, root, sid, t)
         for setting in SETTINGS:
             t0 = time.perf_counter()

@@ -19,7 +19,7 @@ from .common import dask_processes, face_error
 from .micc_mini import build_mini_micc
 
 
-def _scans_of(root, subject):
+def scans_of(root, subject):
     """The subject's frontal scans, read once (fitter.datasets.micc.load_scans)."""
     base = Path(root) / subject / "Model"
     return load_scans([{"name": k, "path": str(next((base / k / "obj").glob("*.obj"))),
@@ -39,7 +39,7 @@ def accuracy_and_speed(prepared, root, truth, log=print):
     for sid, t in truth.items():
         if t["kind"] not in ("scan", "synthetic"):
             continue
-        scans = _scans_of(root, sid)
+        scans = scans_of(root, sid)
         mean_face = score_against_scans(prepared, model.mean, scans)[1]
         for setting in SETTINGS:
             t0 = time.perf_counter()

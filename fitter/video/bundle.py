@@ -42,8 +42,9 @@ import numpy as np
 
 from .. import landmarks as lmk
 from ..camera import Camera, yaw_of_rotation
-from ..coarse import YAW_NOISE_DEG, _cauchy, _exp_so3, _pose_jacobian, region_weights
+from ..coarse import YAW_NOISE_DEG, region_weights
 from ..mesh import face_normals, tangent_frames
+from ..pose_maths import cauchy_weights, exp_so3, pose_jacobian
 from ..texture import luma
 from .joint import joint_noise_fraction
 from .flow import flow_tracks
@@ -315,7 +316,7 @@ class _Adjustment:
             RX = X @ cam.R.T
             Xc = RX + cam.t
             r = f * Xc[:, :2] / Xc[:, 2:3] + self.c[k]
-            Jp, a, bu, bv = _pose_jacobian(RX, Xc, f)
+            Jp, a, bu, bv = pose_jacobian(RX, Xc, f)
             dXc = np.zeros((len(X), 2, 3))
             dXc[:, 0, 0], dXc[:, 0, 2], dXc[:, 1, 1], dXc[:, 1, 2] = a, bu, a, bv
             dX = dXc @ cam.R                                                # (m, 2, 3) d(projection)/d(model point)
@@ -367,8 +368,8 @@ class _Adjustment:
         for k, cam in enumerate(cams):
             cols, sel = self.cols[k], self.obs[k]
             (fr, fG, fJu), (lr, lG, lw) = self._view_terms(k, alpha, betas[k], u, cam)
-            wf = _cauchy(np.linalg.norm(fr, axis=1), CAUCHY_SIGMAS)
-            wl = lw * _cauchy(np.linalg.norm(lr, axis=1), CAUCHY_SIGMAS)
+            wf = cauchy_weights(np.linalg.norm(fr, axis=1), CAUCHY_SIGMAS)
+            wl = lw * cauchy_weights(np.linalg.norm(lr, axis=1), CAUCHY_SIGMAS)
             Gw, Lw = fG * wf[:, None, None], lG * wl[:, None, None]
             H[np.ix_(cols, cols)] += _gram(Gw, fG) + _gram(Lw, lG)
             g[cols] += Gw.reshape(-1, len(cols)).T @ fr.ravel() + Lw.reshape(-1, len(cols)).T @ lr.ravel()
@@ -397,7 +398,7 @@ class _Adjustment:
             Kc = cam.K.copy()
             Kc[0, 0] *= scale
             Kc[1, 1] *= scale
-            out.append(Camera(Kc, _exp_so3(w) @ cam.R, cam.t + dt, cam.width, cam.height))
+            out.append(Camera(Kc, exp_so3(w) @ cam.R, cam.t + dt, cam.width, cam.height))
         b = betas + dg[self.beta0:self.beta0 + self.E * self.V].reshape(self.V, self.E)
         return alpha + dg[:K], np.clip(b, self.lower, self.upper), out
 

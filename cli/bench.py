@@ -3,7 +3,7 @@ import json
 
 import click
 
-from .group import FacefitGroup
+from .common import FacefitGroup
 
 
 def _progress(message):

@@ -4,7 +4,7 @@ get each sample's image, filled mask and labels as arrays.
     python examples/api_augment.py [REGISTRATION_DIR] [--seed 7] [-o OUT]
 
 REGISTRATION_DIR: a folder written by `facefit register` (the capture is read back from its capture.json).
-Without it, a synthetic capture is made (`fitter.synthetic.synthetic_rgbd`) and the labels are checked
+Without it, a synthetic capture is made (`fitter.bench.synthetic.synthetic_rgbd`) and the labels are checked
 against its true mesh moved by the same transform (2D landmark error in % of the interocular distance).
 With -o, the samples are written as a dataset (OUT/<capture>/..., OUT/index.csv).
 """
@@ -26,7 +26,7 @@ def main():
     if args.registration:
         capture = fitter.load_registered_capture(model, args.registration)  # colour, depth, K, registration
     else:
-        from fitter.synthetic import synthetic_rgbd
+        from fitter.bench.synthetic import synthetic_rgbd
 
         truth = synthetic_rgbd(model, np.random.default_rng(args.seed), occluders=False)
         reg = fitter.register_rgbd(model, truth["color"], truth["depth"], truth["K"])
@@ -37,7 +37,7 @@ def main():
         line = (f"yaw {yaw:+3d}: face yaw {s.angles[0]:+6.1f} deg, {s.visible_68.sum()} of 68 landmarks visible, "
                 f"{100 * s.invented.mean():.1f} % of the image filled")
         if truth is not None:
-            from fitter.landmarks import outer_interocular, to_68
+            from fitter.detection.landmarks import outer_interocular, to_68
 
             T = s.source_to_sample
             L = to_68(model.embedding.points(truth["V"] @ T[:3, :3].T + T[:3, 3], model.model.faces, s.angles[0]))

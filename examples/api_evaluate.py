@@ -8,8 +8,8 @@ register`); SCAN: the ground truth. Also scores the model's mean face, the basel
 import argparse
 
 import fitter
-from fitter.mesh import read_obj
-from fitter.scan import read_points
+from fitter.geometry.mesh import read_obj
+from fitter.registration.scan import read_points
 
 
 def main():

@@ -3,7 +3,7 @@
     python examples/api_register_rgbd.py [COLOR DEPTH K.json] [--seed 7]
 
 Without files, a synthetic capture (a random face with sensor noise, holes, a hair band and a hand,
-`fitter.synthetic.synthetic_rgbd`) is made and the registration is scored against its true vertices.
+`fitter.bench.synthetic.synthetic_rgbd`) is made and the registration is scored against its true vertices.
 """
 import argparse
 
@@ -23,7 +23,7 @@ def main():
         color_path, depth_path, k_path = args.files
         color, depth, K = fitter.read_image(color_path), fitter.read_depth(depth_path), fitter.read_intrinsics(k_path)
     else:
-        from fitter.synthetic import synthetic_rgbd
+        from fitter.bench.synthetic import synthetic_rgbd
 
         truth = synthetic_rgbd(model, np.random.default_rng(args.seed))
         color, depth, K = truth["color"], truth["depth"], truth["K"]

@@ -8,7 +8,7 @@ scan to the registered face, then writes registered.obj, s_morph.npz, overlay.pn
 import argparse
 
 import fitter
-from fitter.register import registration_overlay
+from fitter.registration.register import registration_overlay
 
 
 def main():

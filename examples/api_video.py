@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 import fitter
-from fitter.camera import yaw_of_rotation
+from fitter.geometry.camera import yaw_of_rotation
 from fitter.video.frames import is_video_source
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter import landmarks as lmk
-from fitter.draw import draw_points
+from fitter.detection import landmarks as lmk
+from fitter.detection.segment import colorize, parse_face, person_mask
+from fitter.geometry.draw import draw_points
 from fitter.io import read_image, write_image_atomic
-from fitter.segment import colorize, parse_face, person_mask
 
 
 def main():

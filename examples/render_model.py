@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fitter.camera import look_at_face
+from fitter.geometry.camera import look_at_face
+from fitter.geometry.render import render, vertex_visibility
 from fitter.io import write_image_atomic
 from fitter.prepared import PreparedModel
-from fitter.render import render, vertex_visibility
 
 
 def main():

@@ -23,17 +23,19 @@ __version__ = "0.1.0"
 
 _API = {  # name -> module that defines it
     "PreparedModel": "prepared",
-    "fit_photo": "pipeline", "write_result": "pipeline", "FaceResult": "pipeline",
-    "register_rgbd": "register", "register_scan": "register", "write_registration": "register",
-    "read_depth": "register", "read_intrinsics": "register", "Registration": "register",
-    "read_scan": "scan", "Scan": "scan",
+    "fit_photo": "photo.pipeline", "write_result": "photo.pipeline", "FaceResult": "photo.pipeline",
+    "register_rgbd": "registration.register", "register_scan": "registration.register",
+    "write_registration": "registration.register", "read_depth": "registration.register",
+    "read_intrinsics": "registration.register", "Registration": "registration.register",
+    "read_scan": "registration.scan", "Scan": "registration.scan",
     "read_image": "io",
-    "evaluate_mesh": "evaluate",
+    "evaluate_mesh": "registration.evaluate",
     "reconstruct_video": "video", "reconstruct_photos": "video", "write_multiview": "video",
     "MultiViewResult": "video",
     "bundle_adjust": "video.bundle", "BundleView": "video.bundle",
     "run_batch": "batch", "WorkItem": "batch",
-    "RegisteredCapture": "capture", "load_registered_capture": "capture", "register_capture": "capture",
+    "RegisteredCapture": "registration.capture", "load_registered_capture": "registration.capture",
+    "register_capture": "registration.capture",
     "prepare_source": "augment.sample", "synthesize": "augment.sample", "Sample": "augment.sample",
 }
 

@@ -24,7 +24,7 @@ Executors: `workers=0` runs in this process; otherwise a LocalCluster of `worker
 worker processes (default: as many as cores, at most one per item), or the cluster at `scheduler`
 ("tcp://host:8786" or a scheduler file). Dask facts that shape this: the scheduler keeps no state across
 restarts (resuming is the manifest's job), worker processes are daemonic (tasks start no process
-pools), and an EGL context belongs to its thread (fitter.render makes one per thread).
+pools), and an EGL context belongs to its thread (fitter.geometry.render makes one per thread).
 """
 import importlib
 import json
@@ -256,7 +256,7 @@ def run_batch(items, outdir, model_name=None, workers=None, scheduler=None, prog
     if scheduler is not None and workers is not None:
         raise InputError("give either --workers (a local cluster) or --scheduler (an existing one), not both")
     if model_name is not None and scheduler is None:  # said once here, not by every local worker per item
-        from .store import require_installed
+        from .model.store import require_installed
 
         require_installed(model_name)
     outdir = Path(outdir)

@@ -1,6 +1,8 @@
 """Atomic file output and image reading. Every file the project writes goes through here."""
+import contextlib
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -107,10 +109,28 @@ def read_image(path):
     if not path.exists():
         raise InputError(f"{path} does not exist")
     data = np.fromfile(str(path), dtype=np.uint8)
-    from .landmarks import quiet_native_stderr
-
     with quiet_native_stderr():  # libpng warns on fd 2 about harmless colour-profile quirks
         img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise InputError(f"{path} is not a readable image (expected JPEG, PNG, BMP, TIFF or WebP)")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr():
+    """Silence what native libraries print to file descriptor 2 (MediaPipe's glog and TFLite while graphs start,
+    libpng and FFmpeg warnings) for the duration of the block."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

@@ -5,15 +5,15 @@ photo, capture or frame. It holds, each built on first use and then kept:
 
 | attribute | what | built by | used by |
 |---|---|---|---|
-| `model` | the `MorphableModel` (mean, bases, faces, regions) | `fitter.store` | all |
-| `embedding` | MediaPipe landmark → surface table (None if the model has none) | `fitter.embedding` | coarse, medium, register |
+| `model` | the `MorphableModel` (mean, bases, faces, regions) | `fitter.model.store` | all |
+| `embedding` | MediaPipe landmark → surface table (None if the model has none) | `fitter.model.embedding` | coarse, medium, register |
 | `render_faces` | the triangles the renderer draws (no hidden inner parts) | `MorphableModel.render_faces` | overlays, fine, detector bias |
-| `painted_parts`, `painted_albedo` | per-vertex part labels and albedo of the painted face | `fitter.painting` | T-ICP texture model, renders for the detector |
-| `landmark_basis` | the model restricted to the 478 landmarks (per contour yaw bin) | `fitter.coarse` | coarse, medium |
-| `face_area` | face-area submesh, its landmark vertices, how its displacement extends to the model | `fitter.face_area` | medium, register |
-| `laplacian_deformer` | per yaw bin constraints, anchors, the Laplacian system, CHOLMOD analysis and factors | `fitter.medium` | medium |
-| `nicp_topology(γ)` | T-ICP stiffness pattern and CHOLMOD analysis of the face area | `fitter.nicp` | register |
-| `mirror_pairs`, `albedo_system`, `uv_rasterisation` | texture tables | `fitter.texture` | texture |
+| `painted_parts`, `painted_albedo` | per-vertex part labels and albedo of the painted face | `fitter.model.painting` | T-ICP texture model, renders for the detector |
+| `landmark_basis` | the model restricted to the 478 landmarks (per contour yaw bin) | `fitter.photo.coarse` | coarse, medium |
+| `face_area` | face-area submesh, its landmark vertices, how its displacement extends to the model | `fitter.model.face_area` | medium, register |
+| `laplacian_deformer` | per yaw bin constraints, anchors, the Laplacian system, CHOLMOD analysis and factors | `fitter.photo.medium` | medium |
+| `nicp_topology(γ)` | T-ICP stiffness pattern and CHOLMOD analysis of the face area | `fitter.registration.nicp` | register |
+| `mirror_pairs`, `albedo_system`, `uv_rasterisation` | texture tables | `fitter.photo.texture` | texture |
 
 Building one costs nothing (everything is lazy), so a second one for the same model is cheap. Every
 attribute is built under the object's lock and returned read-only, so one PreparedModel can be shared
@@ -23,16 +23,16 @@ import threading
 
 import numpy as np
 
-from .coarse import LandmarkBasis, warm_blas_controller
-from .embedding import load_embedding
 from .errors import InputError
-from .face_area import FaceArea
-from .medium import LaplacianDeformer
-from .model import MorphableModel
-from .nicp import NicpTopology
-from .painting import paint_albedo, painted_parts
-from .store import load_model
-from .texture import build_albedo_system, find_mirror_pairs, rasterise_uv
+from .model.embedding import load_embedding
+from .model.face_area import FaceArea
+from .model.morphable import MorphableModel
+from .model.painting import paint_albedo, painted_parts
+from .model.store import load_model
+from .photo.coarse import LandmarkBasis, warm_blas_controller
+from .photo.medium import LaplacianDeformer
+from .photo.texture import build_albedo_system, find_mirror_pairs, rasterise_uv
+from .registration.nicp import NicpTopology
 
 _UNSET = object()
 
@@ -98,7 +98,7 @@ class PreparedModel:
 
     @_BuiltOnce
     def landmark_basis(self):
-        """fitter.coarse.LandmarkBasis: mean and bases at the 478 landmarks (~0.8 s for ICT)."""
+        """fitter.photo.coarse.LandmarkBasis: mean and bases at the 478 landmarks (~0.8 s for ICT)."""
         basis = LandmarkBasis(self.model, self.require_embedding())
         warm_blas_controller()  # inspects the loaded BLAS libraries now, not inside the first fit
         return basis
@@ -124,16 +124,16 @@ class PreparedModel:
 
     @_BuiltOnce
     def face_area(self):
-        """fitter.face_area.FaceArea: the face-area submesh and its landmark and carry tables."""
+        """fitter.model.face_area.FaceArea: the face-area submesh and its landmark and carry tables."""
         return FaceArea(self.model, self.require_embedding())
 
     @_BuiltOnce
     def laplacian_deformer(self):
-        """fitter.medium.LaplacianDeformer: the face area's Laplacian system and tables (~2 s for ICT)."""
+        """fitter.photo.medium.LaplacianDeformer: the face area's Laplacian system and tables (~2 s for ICT)."""
         return LaplacianDeformer(self)
 
     def nicp_topology(self, gamma):
-        """fitter.nicp topology (stiffness pattern, ordering, CHOLMOD analysis) of the face area."""
+        """fitter.registration.nicp topology (stiffness pattern, ordering, CHOLMOD analysis) of the face area."""
         key = float(gamma)
         with self._lock:
             if key not in self._nicp_topologies:
@@ -144,24 +144,24 @@ class PreparedModel:
     # --- painting -------------------------------------------------------------------------------
     @_BuiltOnce
     def painted_parts(self):
-        """(N,) part label per vertex: 0 skin, 1 brows, 2 lips, 3 other parts (fitter.painting)."""
+        """(N,) part label per vertex: 0 skin, 1 brows, 2 lips, 3 other parts (fitter.model.painting)."""
         return _read_only(painted_parts(self.model))
 
     @_BuiltOnce
     def painted_albedo(self):
-        """(N, 3) albedo of the painted face (fitter.painting; 0.3 s for ICT)."""
+        """(N, 3) albedo of the painted face (fitter.model.painting; 0.3 s for ICT)."""
         return _read_only(paint_albedo(self.model, self.painted_parts))
 
     # --- texture --------------------------------------------------------------------------------
     def mirror_pairs(self, region="face"):
-        """(i, j) vertex pairs mirrored across x = 0 in `region` (fitter.texture.find_mirror_pairs)."""
+        """(i, j) vertex pairs mirrored across x = 0 in `region` (fitter.photo.texture.find_mirror_pairs)."""
         with self._lock:
             if region not in self._mirror_pairs:
                 self._mirror_pairs[region] = tuple(_read_only(a) for a in find_mirror_pairs(self.model, region))
             return self._mirror_pairs[region]
 
     def albedo_system(self, region, smooth, symmetry, prior):
-        """Constant part of the albedo normal equations (fitter.texture.build_albedo_system)."""
+        """Constant part of the albedo normal equations (fitter.photo.texture.build_albedo_system)."""
         key = (region, float(smooth), float(symmetry), float(prior))
         with self._lock:
             if key not in self._albedo_systems:
@@ -169,7 +169,7 @@ class PreparedModel:
             return self._albedo_systems[key]
 
     def uv_rasterisation(self, size):
-        """(covered, triangle, barycentric) of a size² texture (fitter.texture.rasterise_uv)."""
+        """(covered, triangle, barycentric) of a size² texture (fitter.photo.texture.rasterise_uv)."""
         with self._lock:
             if size not in self._uv_rasters:
                 self._uv_rasters[size] = tuple(_read_only(a) for a in rasterise_uv(self.model, size))

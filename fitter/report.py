@@ -95,10 +95,10 @@ def _refinement(params):
 
 
 def _micc(outdir, items, status, files):
-    from .camera import MODEL_TO_OPENCV
     from .datasets.micc import PUBLISHED, distance_colors
-    from .export import vertex_colored_glb
-    from .mesh import read_obj
+    from .geometry.camera import MODEL_TO_OPENCV
+    from .geometry.mesh import read_obj
+    from .photo.export import vertex_colored_glb
 
     summary = _read_json(outdir / "summary.json") or {}
     settings = summary.get("settings") or sorted({d["args"].get("setting") for d in items})
@@ -151,10 +151,10 @@ def _micc(outdir, items, status, files):
 
 
 def _video(outdir, items, status, files):
-    from .camera import MODEL_TO_OPENCV
-    from .export import textured_glb, vertex_colored_glb
+    from .geometry.camera import MODEL_TO_OPENCV
+    from .geometry.mesh import read_obj
     from .io import read_image
-    from .mesh import read_obj
+    from .photo.export import textured_glb, vertex_colored_glb
 
     rows = []
     for d in items:

@@ -1,6 +1,6 @@
 """Model registry: what each supported face model is and where it comes from.
 
-One JSON file per model (`<name>.json`): title, format (the importer in fitter.formats), licence,
+One JSON file per model (`<name>.json`): title, format (the importer in fitter.model.formats), licence,
 download URL at a pinned commit, sha256 of each official file, source units, vertex regions and
 which parts are rendered / scored. Models without a spec here (BFM, FLAME, SFM) are installed from
 a user's own file with `facefit model install NAME --from FILE --format FORMAT`.

@@ -1,1 +1,1 @@
-"""GLSL sources of the renderer, loaded at run time by fitter.render (package data of fitter.shaders)."""
+"""GLSL sources of the renderer, loaded at run time by fitter.geometry.render (package data of fitter.shaders)."""

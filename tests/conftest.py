@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitter.mesh import subdivide_midpoint
+from fitter.geometry.mesh import subdivide_midpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACEFIT_SHARED", REPO.parent / "shared"))
@@ -24,7 +24,7 @@ def need(path: Path, what: str):
 def ict_model(tmp_path_factory):
     """The installed ICT model: the user's store when it has one (make setup installs it), otherwise
     installed from the shared archive into a temporary store for this test session."""
-    from fitter import store
+    from fitter.model import store
 
     if "ict" in store.installed():
         return store.load_model("ict")
@@ -33,7 +33,7 @@ def ict_model(tmp_path_factory):
     old = os.environ.get("FACEFIT_HOME")
     os.environ["FACEFIT_HOME"] = str(home)
     try:
-        from fitter import installer
+        from fitter.install import installer
 
         installer.install("ict", ICT_ARCHIVE, progress=False, log=lambda *a: None)
         return store.load_model("ict")
@@ -72,7 +72,7 @@ def grid_mesh(n, size, z):
 
 
 def icosphere(subdivisions, radius=1.0, center=(0, 0, 0)):
-    """Icosphere (V, F) by midpoint subdivision (fitter.mesh), vertices projected onto the sphere."""
+    """Icosphere (V, F) by midpoint subdivision (fitter.geometry.mesh), vertices projected onto the sphere."""
     t = (1 + 5 ** 0.5) / 2
     V = np.array([[-1, t, 0], [1, t, 0], [-1, -t, 0], [1, -t, 0], [0, -1, t], [0, 1, t], [0, -1, -t], [0, 1, -t],
                   [t, 0, -1], [t, 0, 1], [-t, 0, -1], [-t, 0, 1]], float)

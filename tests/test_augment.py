@@ -45,8 +45,8 @@ def test_eq8_needs_some_observed_depth():
 
 @pytest.fixture(scope="module")
 def registered_capture(ict_prepared):
-    from fitter.register import register_rgbd
-    from fitter.synthetic import synthetic_rgbd
+    from fitter.bench.synthetic import synthetic_rgbd
+    from fitter.registration.register import register_rgbd
 
     cap = synthetic_rgbd(ict_prepared, np.random.default_rng(3), occluders=False)
     reg = register_rgbd(ict_prepared, cap["color"], cap["depth"], cap["K"])
@@ -76,7 +76,7 @@ def test_image_mesh_at_zero_rotation_reproduces_the_source(ict_prepared, registe
 def test_image_mesh_turns_the_head_rigidly(ict_prepared, registered_capture):
     from fitter.augment.image_mesh import build_image_mesh, render_pose
     from fitter.augment.sample import head_rotation
-    from fitter.camera import Camera
+    from fitter.geometry.camera import Camera
 
     cap, reg = registered_capture
     mesh = build_image_mesh(ict_prepared, reg.vertices, cap["K"], cap["depth"])
@@ -100,7 +100,7 @@ def test_image_mesh_turns_the_head_rigidly(ict_prepared, registered_capture):
 @pytest.fixture(scope="module")
 def augment_source(ict_prepared, registered_capture):
     from fitter.augment.sample import prepare_source
-    from fitter.capture import RegisteredCapture
+    from fitter.registration.capture import RegisteredCapture
 
     cap, reg = registered_capture
     rc = RegisteredCapture.of(ict_prepared, "synthetic", cap["color"], cap["depth"], cap["K"], reg)
@@ -122,9 +122,9 @@ def turned_source(ict_prepared):
     """A capture of a face turned by 35° (the source sees one cheek at a grazing angle, hides part of it
     behind the nose) and its AugmentSource."""
     from fitter.augment.sample import prepare_source
-    from fitter.capture import RegisteredCapture
-    from fitter.register import register_rgbd
-    from fitter.synthetic import synthetic_rgbd
+    from fitter.bench.synthetic import synthetic_rgbd
+    from fitter.registration.capture import RegisteredCapture
+    from fitter.registration.register import register_rgbd
 
     cap = synthetic_rgbd(ict_prepared, np.random.default_rng(8), occluders=False, yaw=35.0)
     reg = register_rgbd(ict_prepared, cap["color"], cap["depth"], cap["K"])
@@ -179,7 +179,7 @@ def test_the_filled_mask_is_what_the_source_did_not_see(ict_prepared, turned_sou
 
 def test_labels_are_the_registration_moved_and_projected(ict_prepared, registered_capture, augment_source):
     from fitter.augment.sample import synthesize
-    from fitter.landmarks import outer_interocular, to_68
+    from fitter.detection.landmarks import outer_interocular, to_68
 
     cap, reg = registered_capture
     m, emb = ict_prepared.model, ict_prepared.embedding

@@ -163,7 +163,7 @@ def test_register_input_errors(ict_model, tmp_path):
 def test_obj_vertex_lines_with_colours_are_read():
     import numpy as np
 
-    from fitter.mesh import read_obj
+    from fitter.geometry.mesh import read_obj
 
     import tempfile
 
@@ -190,9 +190,9 @@ def test_focal_and_principal_point_checks(tmp_path):
     import numpy as np
     import pytest
 
-    from fitter.coarse import check_focal_for_image
     from fitter.errors import InputError
-    from fitter.register import check_intrinsics, read_intrinsics
+    from fitter.photo.coarse import check_focal_for_image
+    from fitter.registration.register import check_intrinsics, read_intrinsics
 
     for text in ('{"K": [["a", 0, 1], [0, 1, 1], [0, 0, 1]]}', '{"fx": "wide", "fy": 1, "cx": 1, "cy": 1}'):
         (tmp_path / "K.json").write_text(text)

@@ -1,5 +1,5 @@
 """The model-space refinement (fitter.video.bundle) on a random identity filmed turning under a fixed light
-(fitter.synthetic.textured_turntable, exact truth): with skin texture it recovers the identity better than
+(fitter.bench.synthetic.textured_turntable, exact truth): with skin texture it recovers the identity better than
 the landmark joint fit; without texture it declines; a lifted keypoint projects back onto its pixel; and
 through the whole video path, a face with skin texture is refined beyond its landmarks."""
 import numpy as np
@@ -8,13 +8,13 @@ import pytest
 
 @pytest.fixture(scope="module")
 def textured(ict_prepared):
-    from fitter.synthetic import textured_turntable
+    from fitter.bench.synthetic import textured_turntable
 
     return textured_turntable(ict_prepared, np.random.default_rng(3), "noise")
 
 
 def _landmark_fit(prepared, views):
-    from fitter.coarse import fit_landmarks
+    from fitter.photo.coarse import fit_landmarks
 
     return fit_landmarks(prepared, [u for _, _, u in views], [(c.width, c.height) for _, c, _ in views])
 
@@ -41,7 +41,7 @@ def test_the_refinement_recovers_a_known_identity_better_than_landmarks(ict_prep
 
 
 def test_without_texture_the_refinement_declines(ict_prepared):
-    from fitter.synthetic import textured_turntable
+    from fitter.bench.synthetic import textured_turntable
     from fitter.video.bundle import MIN_TRACKS, BundleView, bundle_adjust
 
     p = ict_prepared
@@ -80,9 +80,9 @@ def test_a_textured_video_is_refined_beyond_its_landmarks(ict_prepared, tmp_path
     import cv2
 
     from fitter.bench.common import face_error
-    from fitter.synthetic import textured_turntable
+    from fitter.bench.synthetic import textured_turntable
     from fitter.video import reconstruct_video
-    from fitter.video.reconstruct import refine_views
+    from fitter.video.refine import refine_views
 
     p, m = ict_prepared, ict_prepared.model
     _, V, views = textured_turntable(p, np.random.default_rng(5), "skin", yaws=np.linspace(-50, 50, 21))
@@ -115,7 +115,7 @@ def test_a_textured_video_is_refined_beyond_its_landmarks(ict_prepared, tmp_path
 def test_the_medium_stage_leaves_an_untextured_face_unchanged(ict_prepared):
     """Exact views of a face of one skin tone (only shading: the sweep finds nothing to agree on) and of a
     face too small for the sweep: by default the medium stage does not move the mesh, and says why."""
-    from fitter.synthetic import textured_turntable
+    from fitter.bench.synthetic import textured_turntable
     from fitter.video.sweep import MIN_CONFIDENT_FRACTION, medium_stage
 
     p, m = ict_prepared, ict_prepared.model
@@ -137,7 +137,7 @@ def test_two_textured_photos_45_degrees_apart_give_model_guided_matches(ict_prep
     (fitter.video.wide) give tracks well over the photos' gate, and the refinement recovers the identity
     better than the landmark joint fit."""
     from fitter.bench.common import face_error
-    from fitter.synthetic import textured_turntable
+    from fitter.bench.synthetic import textured_turntable
     from fitter.video.bundle import MIN_PHOTO_TRACKS, BundleView, bundle_adjust
 
     p, m = ict_prepared, ict_prepared.model
@@ -161,7 +161,7 @@ def test_the_plane_warp_maps_pixels_through_the_tangent_plane():
     """fitter.video.wide.plane_warp: every grid pixel of the target view, cast onto the plane (X, n) and
     projected by the source view, lands where that plane point projects — and the grid's centre, the
     target view's image of X, lands on the source's image of X."""
-    from fitter.camera import look_at_face
+    from fitter.geometry.camera import look_at_face
     from fitter.video.wide import plane_warp
 
     rng = np.random.default_rng(2)

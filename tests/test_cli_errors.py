@@ -34,7 +34,7 @@ def test_focal_must_be_positive_and_finite(tmp_path, focal):
 
 def test_the_python_api_checks_the_focal_too(ict_prepared):
     from fitter.errors import InputError
-    from fitter.pipeline import fit_photo
+    from fitter.photo.pipeline import fit_photo
 
     photo = need(PHOTOS / "whitehouse_obama.jpg", "photo")
     for bad in (-5.0, float("nan"), float("inf")):
@@ -75,8 +75,8 @@ def test_output_folder_problems_are_found_before_the_work(tmp_path):
 def test_scan_with_non_finite_vertices_is_cleaned_and_registered(ict_model, tmp_path):
     """MeshMonk's scan with 50 vertices set to NaN: they and their faces are dropped with a warning line,
     the units are still inferred, and the registration succeeds."""
-    from fitter.mesh import read_obj, write_obj
-    from fitter.scan import read_scan
+    from fitter.geometry.mesh import read_obj, write_obj
+    from fitter.registration.scan import read_scan
 
     src = read_obj(need(SHARED / "data" / "scan-meshmonk" / "DemoFace_10K.obj", "MeshMonk scan"))
     V = src.V.copy()
@@ -96,8 +96,8 @@ def test_scan_with_non_finite_vertices_is_cleaned_and_registered(ict_model, tmp_
 
 def test_unit_errors_name_the_right_option(tmp_path):
     from fitter.errors import InputError
-    from fitter.mesh import write_obj
-    from fitter.scan import read_scan
+    from fitter.geometry.mesh import write_obj
+    from fitter.registration.scan import read_scan
 
     V = np.array([[0, 0, 0], [1e9, 0, 0], [0, 1e9, 0]], float)
     write_obj(tmp_path / "huge.obj", V, np.array([[0, 1, 2]]))
@@ -122,9 +122,9 @@ def test_a_point_cloud_scan_is_meshed_and_registered(ict_prepared, tmp_path):
     warning line says so) and registered about as closely as the mesh itself (measured 0.30 vs 0.26 mm)."""
     import open3d as o3d
 
-    from fitter.mesh import read_obj
-    from fitter.register import scan_distances
-    from fitter.scan import find_face_frame, read_scan
+    from fitter.geometry.mesh import read_obj
+    from fitter.registration.register import scan_distances
+    from fitter.registration.scan import find_face_frame, read_scan
 
     path = need(SHARED / "data" / "scan-meshmonk" / "DemoFace_10K.obj", "MeshMonk scan")
     o3d.io.write_point_cloud(str(tmp_path / "cloud.ply"), o3d.geometry.PointCloud(
@@ -138,8 +138,8 @@ def test_a_point_cloud_scan_is_meshed_and_registered(ict_prepared, tmp_path):
 
 
 def test_eval_says_when_the_reconstruction_is_in_other_units(ict_model, tmp_path):
-    from fitter.camera import rotation_matrix
-    from fitter.mesh import write_obj
+    from fitter.geometry.camera import rotation_matrix
+    from fitter.geometry.mesh import write_obj
 
     m = ict_model
     V = m.shape(m.random_coefficients(np.random.default_rng(9), 1.0)[0])

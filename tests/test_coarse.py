@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from fitter.align import align, similarity_transform
-from fitter.camera import look_at_face, yaw_of_rotation
-from fitter.coarse import _bounded_ridge, fit_landmarks
+from fitter.geometry.align import align, similarity_transform
+from fitter.geometry.camera import look_at_face, yaw_of_rotation
+from fitter.photo.coarse import _bounded_ridge, fit_landmarks
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_the_fit_leaves_the_blas_thread_count_alone(ict_model, emb):
     code = (
         "from threadpoolctl import threadpool_info, threadpool_limits\n"
         "from fitter.prepared import PreparedModel\n"
-        "from fitter.coarse import fit_landmarks\nfrom fitter.camera import look_at_face\n"
+        "from fitter.photo.coarse import fit_landmarks\nfrom fitter.geometry.camera import look_at_face\n"
         "p = PreparedModel.load('ict'); m = p.model; e = p.embedding\n"
         "cam = look_at_face(m.mean[m.region('face')].mean(0), 0, 0, 600, 1000, 640, 640)\n"
         "with threadpool_limits(limits=2, user_api='blas'):\n"

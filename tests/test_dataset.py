@@ -21,7 +21,7 @@ LABEL_KEYS = {"image_size", "K", "R", "t", "scale", "source_to_sample", "yaw_del
 @pytest.fixture(scope="module")
 def captures_root(ict_prepared, tmp_path_factory):
     from fitter.bench.augment import write_rgbd_capture
-    from fitter.synthetic import synthetic_rgbd
+    from fitter.bench.synthetic import synthetic_rgbd
 
     root = tmp_path_factory.mktemp("captures")
     for name, seed, shift in (("syn_a", 1, 0), ("syn_b", 2, 0), ("misaligned", 5, 20)):
@@ -127,7 +127,7 @@ def test_register_then_augment(captures_root, tmp_path):
     assert sorted(r["sample"] for r in rows) == ["reg_-45_10", "reg_0_10"]
     lab = json.loads((out / "reg" / "reg_-45_10.json").read_text())
     assert abs(lab["yaw_delta"] + 45) < 1e-9 and lab["s_morph"].endswith(
-        __import__("fitter.store", fromlist=["x"]).sha256_file(reg / "s_morph.npz"))
+        __import__("fitter.model.store", fromlist=["x"]).sha256_file(reg / "s_morph.npz"))
     # bad input: one line, non-zero exit
     p = subprocess.run([*CLI, "augment", str(tmp_path), "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert p.returncode != 0 and "facefit register" in p.stderr and "Traceback" not in p.stderr
@@ -137,8 +137,8 @@ def test_register_then_augment(captures_root, tmp_path):
 
 
 def test_find_capture_says_what_is_missing(tmp_path):
-    from fitter.capture import find_capture
     from fitter.errors import InputError
+    from fitter.registration.capture import find_capture
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "color.png").write_bytes(b"x")

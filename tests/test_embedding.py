@@ -6,13 +6,13 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from fitter import landmarks as lmk
-from fitter.camera import look_at_face
-from fitter.embedding import load_embedding
-from fitter.embedding_build import reference_distances
-from fitter.painting import DISTANCE_MM, FOCAL_PX, RENDER_BACKGROUND
+from fitter.detection import landmarks as lmk
+from fitter.geometry.camera import look_at_face
+from fitter.geometry.render import render
+from fitter.install.embedding_build import reference_distances
 from fitter.io import read_image
-from fitter.render import render
+from fitter.model.embedding import load_embedding
+from fitter.model.painting import DISTANCE_MM, FOCAL_PX, RENDER_BACKGROUND
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 is measured."""
 import numpy as np
 
-from fitter.camera import rotation_matrix
-from fitter.evaluate import micc_error
+from fitter.geometry.camera import rotation_matrix
+from fitter.registration.evaluate import micc_error
 
 
 def test_mesh_against_transformed_copy_of_itself(ict_model):
@@ -25,7 +25,7 @@ def test_mesh_against_transformed_copy_of_itself(ict_model):
 def test_known_normal_offset_is_measured(ict_model):
     """Every vertex pushed 1 mm along its normal: the MICC error is close to 1 mm (ICP may absorb a
     little of it as scale)."""
-    from fitter.mesh import vertex_normals
+    from fitter.geometry.mesh import vertex_normals
 
     m = ict_model
     V = m.mean
@@ -42,7 +42,7 @@ def test_eval_cli_on_a_transformed_copy(ict_model, tmp_path):
     from click.testing import CliRunner
 
     from cli.main import cli
-    from fitter.mesh import write_obj
+    from fitter.geometry.mesh import write_obj
 
     m = ict_model
     V = m.shape(m.random_coefficients(np.random.default_rng(9), 1.0)[0])
@@ -64,7 +64,7 @@ def test_eval_cli_on_a_transformed_copy(ict_model, tmp_path):
 def test_nme_invariants_and_view_split(ict_prepared):
     """S1 Eq. 10-11: 0 for a rigidly moved copy; a known offset along the view is all 'parallel' and is
     normalised by the truth's outer interocular distance; the view direction turns with the alignment."""
-    from fitter.evaluate import nme
+    from fitter.registration.evaluate import nme
 
     model = ict_prepared.model
     V = model.shape(model.random_coefficients(np.random.default_rng(5), 1.0)[0])
@@ -93,7 +93,7 @@ def test_eval_nme_cli(ict_model, tmp_path):
     from click.testing import CliRunner
 
     from fitter.cli.main import cli
-    from fitter.mesh import write_obj
+    from fitter.geometry.mesh import write_obj
 
     m = ict_model
     V = m.shape(m.random_coefficients(np.random.default_rng(6), 1.0)[0])

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fitter.export import CAMERA_TO_GLTF, split_uv_seams, write_glb, write_ply
+from fitter.photo.export import CAMERA_TO_GLTF, split_uv_seams, write_glb, write_ply
 
 
 @pytest.fixture(scope="module")

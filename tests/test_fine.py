@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from fitter import fine
-from fitter.fine import ceres_tiles
-from fitter.texture import sh_basis
+from fitter.photo import fine
+from fitter.photo.fine import ceres_tiles
+from fitter.photo.texture import sh_basis
 
 pytest.importorskip("pyceres")
 
@@ -151,7 +151,7 @@ def test_photo_weights_down_weight_outliers_and_highlights():
 
 
 def test_subdivision_keeps_vertices_and_splits_every_triangle():
-    from fitter.mesh import subdivide_midpoint
+    from fitter.geometry.mesh import subdivide_midpoint
 
     V = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [1, 1, 0]], float)
     F = np.array([[0, 1, 2], [1, 3, 2]])
@@ -171,9 +171,9 @@ def test_fine_stage_on_a_detailed_synthetic_face(ict_model, ict_prepared):
     """End to end on a render of a face with known wrinkle-scale detail and known SH light: the refined
     depth has smaller normal error than the medium one, the photometric error drops, the mesh moves only
     inside the refined region, smoothly (no spikes) and not at all at its border."""
-    from fitter import synthetic
-    from fitter.camera import look_at_face
-    from fitter.pipeline import fit_photo
+    from fitter.bench import synthetic
+    from fitter.geometry.camera import look_at_face
+    from fitter.photo.pipeline import fit_photo
 
     rng = np.random.default_rng(11)
     _, V, F, A, V_smooth = synthetic.detailed_face(ict_prepared, rng)
@@ -196,7 +196,7 @@ def test_fine_stage_on_a_detailed_synthetic_face(ict_model, ict_prepared):
     region = ict_model.region_mask(fine.refined_region(ict_model))
     assert moved[~region].max() == 0.0
     assert moved.max() < 3.0 and np.percentile(moved[region], 99) < 1.5
-    from fitter.mesh import boundary_vertices
+    from fitter.geometry.mesh import boundary_vertices
 
     border = boundary_vertices(ict_model.faces_in(fine.refined_region(ict_model)), ict_model.n_vertices)
     assert moved[border].max() < 0.05
@@ -212,7 +212,7 @@ def test_fit_writes_the_fine_outputs(ict_model, tmp_path):
 
     from cli.main import cli
     from conftest import PHOTOS, need
-    from fitter.mesh import read_obj
+    from fitter.geometry.mesh import read_obj
 
     photo = need(PHOTOS / "whitehouse_biden.jpg", "photo")
     r = CliRunner().invoke(cli, ["fit", str(photo), "-o", str(tmp_path), "--json", "--texture-size", "256"])

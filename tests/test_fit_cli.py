@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from conftest import PHOTOS, need
+from fitter.geometry.mesh import read_obj
 from fitter.io import read_image
-from fitter.mesh import read_obj
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_a_large_photo_is_fitted_on_a_bounded_copy(ict_prepared, tmp_path, monke
     """Above WORK_MAX_PIXELS the stages run on an area-averaged copy; what is written maps back onto the
     photo: its size, K in its pixels (the mesh's nose tip projects onto the detected nose tip), landmarks
     in its pixels, and the overlay at the copy's bounded size."""
-    from fitter import pipeline
+    from fitter.photo import pipeline
 
     photo = need(PHOTOS / "whitehouse_obama.jpg", "photo")  # 910 x 1137
     full = pipeline.fit_photo(photo, ict_prepared, ("coarse",), texture_size=128)[0]  # on the photo itself

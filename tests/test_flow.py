@@ -7,7 +7,7 @@ import pytest
 
 
 def _turning_head(prepared, seed, face_px, frames=61, max_yaw=30.0, texture="skin"):
-    from fitter.synthetic import textured_turntable
+    from fitter.bench.synthetic import textured_turntable
 
     distance = 800.0 * 150.0 / face_px  # fitter.bench.micc_mini's face width: 150 mm
     return textured_turntable(prepared, np.random.default_rng(seed), texture,
@@ -20,10 +20,10 @@ def small_face(ict_prepared):
 
 
 def test_followed_points_land_on_the_true_surface_point(ict_prepared, small_face):
+    from fitter.detection import landmarks as lmk
     from fitter.video.bundle import BundleView
     from fitter.video.flow import follow_skin_points
     from fitter.video.frames import Frame
-    from fitter import landmarks as lmk
     from fitter.video.tracks import lift
 
     p, m = ict_prepared, ict_prepared.model
@@ -75,7 +75,7 @@ def test_at_an_80px_face_flow_tracks_let_the_refinement_run_and_it_beats_landmar
     from fitter.bench.micc_mini import QUALITY, _degrade
     from fitter.video import reconstruct_video
     from fitter.video.bundle import MIN_TRACKS
-    from fitter.video.reconstruct import refine_views
+    from fitter.video.refine import refine_views
 
     p, m = ict_prepared, ict_prepared.model
     _, V, views = _turning_head(p, 5, 80.0, frames=81, max_yaw=40.0)

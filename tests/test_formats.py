@@ -8,8 +8,9 @@ import types
 import numpy as np
 import pytest
 
-from fitter import installer, store
 from fitter.errors import InputError
+from fitter.install import installer
+from fitter.model import store
 
 N, K, E = 60, 5, 4
 
@@ -214,7 +215,7 @@ def test_sfm_eos_bin(tmp_path, tmp_home, rng, expression):
 
 
 def test_unit_inference():
-    from fitter.model import infer_unit_scale
+    from fitter.model.morphable import infer_unit_scale
 
     X = np.random.default_rng(0).uniform(-0.08, 0.08, (50, 3))
     assert infer_unit_scale(X) == 1000.0

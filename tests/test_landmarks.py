@@ -3,10 +3,10 @@ import numpy as np
 import pytest
 
 from conftest import PHOTOS, need
-from fitter import landmarks as lmk
+from fitter.detection import landmarks as lmk
+from fitter.detection.segment import FaceLabel, parse_face, person_mask
 from fitter.errors import InputError, NoFaceError
 from fitter.io import read_image
-from fitter.segment import FaceLabel, parse_face, person_mask
 
 
 def photo(name):

@@ -4,10 +4,10 @@ import pytest
 import scipy.sparse.linalg as sla
 
 from conftest import grid_mesh, icosphere
-from fitter.camera import look_at_face
-from fitter.medium import LaplacianSystem, deform_to_landmarks
-from fitter.mesh import adjacency, boundary_vertices, uniform_laplacian
-from fitter.render import get_renderer
+from fitter.geometry.camera import look_at_face
+from fitter.geometry.mesh import adjacency, boundary_vertices, uniform_laplacian
+from fitter.geometry.render import get_renderer
+from fitter.photo.medium import LaplacianSystem, deform_to_landmarks
 
 
 def test_laplacian_of_flat_grid_known_values():
@@ -123,7 +123,7 @@ def test_adjacency_is_symmetric_for_the_laplacian():
 
 
 def test_face_crop_camera_maps_projections_by_its_matrix(coarse_view):
-    from fitter.detector_bias import face_crop_camera
+    from fitter.model.detector_bias import face_crop_camera
 
     p, emb, V, cam, depth = coarse_view
     m = p.model
@@ -139,9 +139,9 @@ def test_detection_on_the_fits_own_render_cancels_the_detector_bias(coarse_view)
     """A photo that is a render of the coarse mesh itself (the detector-bias render's light and albedo)
     gives the detector-consistent residual ≈ 0, so `deform_redetected` leaves the mesh where it is,
     while the plain residual (detected − fitted) is the detector's own bias there and moves it."""
-    from fitter import detector_bias as db
-    from fitter import landmarks as lmk
-    from fitter.medium import deform_redetected
+    from fitter.detection import landmarks as lmk
+    from fitter.model import detector_bias as db
+    from fitter.photo.medium import deform_redetected
 
     p, emb, V, cam, depth = coarse_view
     m = p.model
@@ -160,7 +160,7 @@ def test_detection_on_the_fits_own_render_cancels_the_detector_bias(coarse_view)
 
 
 def test_redetected_medium_holds_the_coarse_shape_beyond_its_yaw(ict_prepared):
-    from fitter.medium import REDETECT_MAX_YAW, deform_redetected
+    from fitter.photo.medium import REDETECT_MAX_YAW, deform_redetected
 
     m = ict_prepared.model
     emb = ict_prepared.embedding

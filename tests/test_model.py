@@ -1,7 +1,7 @@
 """The installed ICT model: sizes, units, regions, and its linear shape function."""
 import numpy as np
 
-from fitter.mesh import read_obj, write_obj
+from fitter.geometry.mesh import read_obj, write_obj
 
 
 def test_ict_sizes_units_and_regions(ict_model):

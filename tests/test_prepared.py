@@ -5,10 +5,10 @@ import threading
 import numpy as np
 import pytest
 
-from fitter import landmarks as lmk
+from fitter.detection import landmarks as lmk
 from fitter import prepared as prepared_module
-from fitter.camera import look_at_face, square_box
-from fitter.coarse import fit_landmarks
+from fitter.geometry.camera import look_at_face, square_box
+from fitter.photo.coarse import fit_landmarks
 from fitter.prepared import PreparedModel
 
 

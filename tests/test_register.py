@@ -8,11 +8,11 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from conftest import grid_mesh
-from fitter.synthetic import smooth_displacement, synthetic_rgbd
+from fitter.bench.synthetic import smooth_displacement, synthetic_rgbd
 from fitter.errors import InputError
-from fitter.mesh import submesh
-from fitter.nicp import SCHEDULES, NicpSettings, nicp
-from fitter.register import read_depth, read_intrinsics, split_similarity, surface_samples
+from fitter.geometry.mesh import submesh
+from fitter.registration.nicp import SCHEDULES, NicpSettings, nicp
+from fitter.registration.register import read_depth, read_intrinsics, split_similarity, surface_samples
 
 
 @pytest.mark.parametrize("schedule,central_ratio", [("accurate", 0.4), ("fast", 0.5)])
@@ -28,7 +28,7 @@ def test_nicp_recovers_a_smooth_deformation(ict_model, schedule, central_ratio):
     before = np.linalg.norm(V0 - V_true, axis=1)
     res = nicp(V0, F, target, 90.0, SCHEDULES[schedule], lm, V_true[lm])
     err = np.linalg.norm(res.vertices - V_true, axis=1)
-    from fitter.closest import MeshQuery
+    from fitter.geometry.closest import MeshQuery
 
     surface = MeshQuery(V_true, F).closest(res.vertices).distances
     # on the surface everywhere; in the same place where the surface has shape (the central face) —
@@ -71,7 +71,7 @@ def test_colour_term_moves_correspondences_where_geometry_is_ambiguous():
 def test_s_morph_and_similarity_reproduce_the_registration(ict_model):
     m = ict_model
     rng = np.random.default_rng(1)
-    from fitter.camera import rotation_matrix
+    from fitter.geometry.camera import rotation_matrix
 
     V = 1.07 * (m.shape(rng.standard_normal(m.n_identity)) @ rotation_matrix(20, -10, 5).T) + [10.0, -20.0, 600.0]
     f, R, t, S = split_similarity(m, V)
@@ -121,7 +121,7 @@ def test_register_cli_end_to_end(ict_model, capture, tmp_path):
     assert r.exit_code == 0, r.output
     for name in ("registered.obj", "s_morph.npz", "overlay.png", "report.json"):
         assert (out / name).is_file(), name
-    from fitter.mesh import read_obj
+    from fitter.geometry.mesh import read_obj
 
     V = read_obj(out / "registered.obj").V
     face = ict_model.region("face")
@@ -167,8 +167,8 @@ def test_register_cli_error_paths(ict_model, capture, tmp_path):
 def test_scan_in_arbitrary_units_is_registered_in_its_own_units(ict_prepared):
     """A scan given in unknown units (here the model's own mean head at 1/100 scale) is registered as a
     copy scaled to an adult's size and the result is returned in the scan's units."""
-    from fitter.register import register_scan, scan_distances
-    from fitter.scan import Scan
+    from fitter.registration.register import register_scan, scan_distances
+    from fitter.registration.scan import Scan
 
     m = ict_prepared.model
     F = ict_prepared.render_faces

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import grid_mesh, icosphere
-from fitter.camera import Camera, intrinsics
-from fitter.render import RenderBackendError, Renderer, render, vertex_visibility
+from fitter.geometry.camera import Camera, intrinsics
+from fitter.geometry.render import RenderBackendError, Renderer, render, vertex_visibility
 
 
 def pixel_rays(K, W, H):
@@ -122,11 +122,11 @@ def test_missing_egl_gives_actionable_error(monkeypatch):
 
 
 def test_a_uv_texture_is_looked_up_at_every_rendered_pixel():
-    """fitter.texture.texture_at_pixels on a square facing the camera, textured with a ramp (red = u,
+    """fitter.photo.texture.texture_at_pixels on a square facing the camera, textured with a ramp (red = u,
     green = 1 - v along the texture's rows): each covered pixel gets the texture at its interpolated UV."""
-    from fitter.camera import Camera
-    from fitter.render import get_renderer
-    from fitter.texture import texture_at_pixels
+    from fitter.geometry.camera import Camera
+    from fitter.geometry.render import get_renderer
+    from fitter.photo.texture import texture_at_pixels
 
     V = np.array([[-50.0, -50, 500], [50, -50, 500], [50, 50, 500], [-50, 50, 500]])
     F = np.array([[0, 1, 2], [0, 2, 3]])

@@ -122,7 +122,7 @@ def test_video_report(ict_model, mini_micc, tmp_path):
 @needs_chromium
 def test_dataset_report(ict_prepared, tmp_path):
     from fitter.bench.augment import write_rgbd_capture
-    from fitter.synthetic import synthetic_rgbd
+    from fitter.bench.synthetic import synthetic_rgbd
 
     root = tmp_path / "captures"
     write_rgbd_capture(root / "syn_a", synthetic_rgbd(ict_prepared, np.random.default_rng(1), occluders=False), 0)

@@ -2,7 +2,7 @@
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from fitter.rtv import rtv_structure
+from fitter.geometry.rtv import rtv_structure
 
 
 def _step_with_stripes(H=96, W=96):

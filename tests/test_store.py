@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from conftest import ICT_ARCHIVE, need
-from fitter import installer, store
 from fitter.errors import InputError, ModelInstallError, ModelNotInstalledError
+from fitter.install import installer
+from fitter.model import store
 from fitter.registry import spec
 
 

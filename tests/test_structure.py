@@ -1,5 +1,6 @@
 """The package's import structure: no import circle among facefit's modules (imports inside functions
-count too) and no module taking another module's private (underscore) names."""
+count too), no module taking another module's private (underscore) names, and the subpackages' imports
+running one way, down the layers the README's Architecture section draws."""
 import ast
 from pathlib import Path
 
@@ -89,10 +90,47 @@ def test_the_checker_sees_a_circle_and_a_private_import():
 
 def test_no_import_circle():
     graph, _ = _graph()
-    assert len(graph) > 40 and "fitter.coarse" in graph["fitter.video.bundle"]
+    assert len(graph) > 40 and "fitter.photo.coarse" in graph["fitter.video.bundle"]
     assert _cycles(graph) == []
 
 
 def test_no_module_imports_another_modules_private_names():
     _, private = _graph()
     assert private == {}
+
+
+# The layers, lowest first: a module may import from its own layer and the layers below it, never above.
+LAYERS = (
+    ("fitter.errors", "fitter.io", "fitter.registry", "fitter.shaders"),  # the foundation
+    ("fitter.geometry", "fitter.detection"),
+    ("fitter.model",),
+    ("fitter.photo",),
+    ("fitter.registration",),
+    ("fitter.prepared",),
+    ("fitter.install", "fitter.video", "fitter.augment", "fitter.datasets", "fitter.batch", "fitter.report"),
+    ("fitter.bench",),
+    ("fitter.cli",),
+)
+
+
+def _layer(module):
+    """Index in LAYERS of the package or module that holds `module` (None: not placed)."""
+    for i, names in enumerate(LAYERS):
+        if any(module == n or module.startswith(n + ".") for n in names):
+            return i
+    return None
+
+
+def _upward_imports(graph):
+    """[(importer, imported)] where a module imports from a layer above its own."""
+    return [(m, d) for m, deps in sorted(graph.items()) if m != "fitter"
+            for d in deps if d != "fitter" and _layer(d) > _layer(m)]
+
+
+def test_every_module_has_a_layer_and_imports_run_down_the_layers():
+    graph, _ = _graph()
+    assert [m for m in graph if m != "fitter" and _layer(m) is None] == []
+    assert _upward_imports(graph) == []
+    # the checker sees an upward import
+    assert _upward_imports({"fitter.geometry.mesh": ["fitter.photo.coarse"], "fitter.photo.coarse": []}) == \
+        [("fitter.geometry.mesh", "fitter.photo.coarse")]

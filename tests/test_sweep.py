@@ -9,9 +9,9 @@ import pytest
 def bumped_scene(ict_prepared):
     """Views (yaw −30…30°) of the mean face with a 3 mm Gaussian bump (σ 12 mm) on one cheek, rendered with a
     random per-vertex texture; the sweep's shape is the face without the bump."""
-    from fitter.camera import look_at_face
-    from fitter.mesh import vertex_normals
-    from fitter.render import get_renderer
+    from fitter.geometry.camera import look_at_face
+    from fitter.geometry.mesh import vertex_normals
+    from fitter.geometry.render import get_renderer
     from fitter.video.sweep import View
 
     p = ict_prepared
@@ -32,7 +32,7 @@ def bumped_scene(ict_prepared):
 
 
 def test_the_sweep_finds_a_known_bump_and_the_deformation_follows(ict_prepared, bumped_scene):
-    from fitter.mesh import vertex_normals
+    from fitter.geometry.mesh import vertex_normals
     from fitter.video.sweep import ShapeDeformer, sweep
 
     p = ict_prepared
@@ -58,7 +58,7 @@ def test_the_sweep_finds_a_known_bump_and_the_deformation_follows(ict_prepared, 
 def test_views_that_do_not_see_a_point_do_not_vote(ict_prepared, bumped_scene):
     """At 70° the far cheek is hidden behind the face: the 70° view must not vote there — scribbling over the
     pixels where those hidden points project changes nothing."""
-    from fitter.mesh import vertex_normals
+    from fitter.geometry.mesh import vertex_normals
     from fitter.video.sweep import View, sweep, visible_in
 
     p = ict_prepared

@@ -7,7 +7,7 @@ from conftest import icosphere
 def test_sh_lighting_fit_recovers_known_coefficients():
     """The 9-coefficient SH fit (used by texture and by the fine stage) recovers the light that shaded a
     sphere with a varied albedo, from its colours and normals, to the ridge's small bias."""
-    from fitter.texture import fit_sh_lighting, sh_basis
+    from fitter.photo.texture import fit_sh_lighting, sh_basis
 
     V, F = icosphere(4)
     normals = V / np.linalg.norm(V, axis=1, keepdims=True)
@@ -28,7 +28,7 @@ def test_phong_fit_recovers_a_light_in_range_and_stays_in_range_without_specular
     """A sphere shaded by a known in-range Phong light: the light is recovered. Colours no physical light
     makes (darker where the surface faces the light: a negative diffuse gain, which the unconstrained
     fit returns): the fit stays in range."""
-    from fitter.texture import PhongLight, fit_phong, phong_in_bounds, phong_shade
+    from fitter.photo.texture import PhongLight, fit_phong, phong_in_bounds, phong_shade
 
     V, _ = icosphere(4)
     n = V / np.linalg.norm(V, axis=1, keepdims=True)
@@ -50,8 +50,8 @@ def test_phong_light_of_every_real_photo_is_in_range(ict_prepared):
     """The fitted Phong parameters of every face in ../shared/data/photos lie in their physical ranges
     (before the bounds: shininess up to 9e27, a light behind the head, negative diffuse terms)."""
     from conftest import PHOTOS, need
-    from fitter.pipeline import fit_photo
-    from fitter.texture import phong_in_bounds
+    from fitter.photo.pipeline import fit_photo
+    from fitter.photo.texture import phong_in_bounds
 
     photos = sorted(p for p in need(PHOTOS, "photos").iterdir() if p.suffix in (".jpg", ".png"))
     faces = [r for p in photos for r in fit_photo(p, ict_prepared, ("coarse",), all_faces=True, texture_size=64)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import PHOTOS, need
-from fitter import landmarks as lmk
+from fitter.detection import landmarks as lmk
 from fitter.errors import InputError
 from fitter.video.frames import read_frames
 from fitter.video.selection import (TRACK_LOST_FRAMES, YAW_BIN_EDGES, FrameRecord, Tracker, follow, select_frames,
@@ -101,7 +101,7 @@ def _subject(truth, kind):
 
 def test_joint_fit_recovers_identity_better_than_any_single_frame(ict_prepared, mini_micc):
     from fitter.bench.common import face_error
-    from fitter.coarse import fit_landmarks
+    from fitter.photo.coarse import fit_landmarks
     from fitter.video import reconstruct_video
 
     root, truth = mini_micc
@@ -155,7 +155,7 @@ def test_video_command_outputs(ict_prepared, mini_micc, tmp_path):
         assert (d / name).is_file(), name
     params = json.loads((d / "params.json").read_text())
     model = ict_prepared.model
-    from fitter.mesh import read_obj
+    from fitter.geometry.mesh import read_obj
 
     V = read_obj(d / "identity.obj").V
     assert V.shape == (model.n_vertices, 3)
@@ -201,7 +201,7 @@ def test_fit_same_person_joint(ict_prepared, tmp_path):
     # identity.glb: the same mesh in glTF's y-up frame, which is the model frame identity.obj is in
     import pygltflib
 
-    from fitter.mesh import read_obj
+    from fitter.geometry.mesh import read_obj
 
     glb = pygltflib.GLTF2().load(str(d / "identity.glb"))
     acc = glb.accessors[glb.meshes[0].primitives[0].attributes.POSITION]

@@ -6,7 +6,7 @@ triangulated (Delaunay) into a mesh of the image plane, and their depths d_i min
 where Mask says whether the observed depth exists at the anchor and Connect(i, j) whether the two share a
 triangle edge: (M + λ L) d = M Depth, with M diagonal and L the graph Laplacian of the triangulation. The
 matrix's pattern is the triangulation's: CHOLMOD's symbolic analysis is done once per anchor mesh
-(fitter.cholesky.FactorCache) and each capture needs only a numeric factorisation. Anchors with no
+(fitter.geometry.cholesky.FactorCache) and each capture needs only a numeric factorisation. Anchors with no
 observed depth get it from their neighbours (the smoothness term), so holes in the depth are filled.
 Every pixel's depth is then interpolated over the triangles with the project's renderer (an identity
 camera looking at the image plane gives each pixel its triangle and barycentric coordinates).
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..camera import Camera
-from ..cholesky import FactorCache
 from ..errors import InputError
-from ..render import get_renderer
+from ..geometry.camera import Camera
+from ..geometry.cholesky import FactorCache
+from ..geometry.render import get_renderer
 
 
 @dataclass

@@ -175,7 +175,7 @@ def augment_capture(prepared, capture, folder, yaws=DEFAULT_YAWS, pitches=DEFAUL
                          "invented_fraction": round(float(s.invented.mean()), 5)})
             tiles.append(sheet_tile(s, f"{yaw:g}/{pitch:g}"))
     t_samples = time.perf_counter() - t0
-    from ..draw import contact_sheet
+    from ..geometry.draw import contact_sheet
 
     write_image_atomic(folder / "contact_sheet.png", contact_sheet(tiles, columns=len(yaws)))
     write_text_atomic(folder / "samples.csv", rows_to_csv(rows))
@@ -185,8 +185,8 @@ def augment_capture(prepared, capture, folder, yaws=DEFAULT_YAWS, pitches=DEFAUL
 def sheet_tile(sample, caption):
     """A SHEET_TILE² tile of a sample around its 68 landmarks: landmarks (green visible, red hidden), the
     filled pixels tinted blue, the pose written."""
-    from ..camera import crop_image, square_box
-    from ..draw import draw_points, draw_text
+    from ..geometry.camera import crop_image, square_box
+    from ..geometry.draw import draw_points, draw_text
 
     img = sample.image.copy()
     tint = sample.invented
@@ -220,8 +220,8 @@ def rebuild_index(outdir):
 def augment_registration(prepared, reg_dir, outdir, yaws=DEFAULT_YAWS, pitches=DEFAULT_PITCHES, fmt="default"):
     """`facefit augment`: the samples of the registration folder `reg_dir` (written by `facefit register`)
     under OUT/<capture>/ (capture: the folder's name), OUT/index.csv rebuilt. Returns (rows, times)."""
-    from ..capture import load_registered_capture
     from ..io import ensure_writable_dir
+    from ..registration.capture import load_registered_capture
 
     capture = load_registered_capture(prepared, reg_dir)
     ensure_writable_dir(outdir)
@@ -256,8 +256,8 @@ def dataset_items(root, yaws, pitches, fmt, outdir=None):
 
 def build_task(prepared, args, folder):
     """Batch task: register one capture folder, record its quality, and augment it when good enough."""
-    from ..capture import find_capture, register_capture
-    from ..register import registration_overlay, write_registration
+    from ..registration.capture import find_capture, register_capture
+    from ..registration.register import registration_overlay, write_registration
 
     folder = Path(folder)
     name = Path(args["folder"]).name
@@ -269,7 +269,7 @@ def build_task(prepared, args, folder):
     reg_dir = folder / "registration"
     reg_dir.mkdir(parents=True, exist_ok=True)
     write_registration(reg, prepared.model, reg_dir, overlay, spec.to_dict())
-    from ..store import sha256_file
+    from ..model.store import sha256_file
 
     s_ref = f"registration/s_morph.npz sha256:{sha256_file(reg_dir / 's_morph.npz')}"
     quality = quality_record(reg.report)

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..camera import Camera
-from ..mesh import boundary_vertices, submesh
-from ..render import GEOMETRY_ONLY, get_renderer
-from ..texture import sample_image
+from ..geometry.camera import Camera
+from ..geometry.mesh import boundary_vertices, submesh
+from ..geometry.render import GEOMETRY_ONLY, get_renderer
+from ..photo.texture import sample_image
 from .anchors import AnchorMesh, grid_anchors, sample_depth, solve_depths
 
 BORDER_WEIGHT = 100.0    # the face border's depth is a hard constraint of Eq. 8 next to the observed depth's 1
@@ -193,7 +193,7 @@ def seen_pixels(mesh: ImageMesh, view: PoseView, source_depth, facing):
     faced the source camera (`facing`, (T,) bool) and is not behind the source's own surface at its source
     pixel (`source_depth`: the mesh drawn at the source pose, `render_pose(mesh, _, I).depth`; the
     project's depth test)."""
-    from ..render import depth_visible
+    from ..geometry.render import depth_visible
 
     W, H = mesh.size
     tri = view.triangle_id[view.covered]
@@ -208,7 +208,7 @@ def seen_pixels(mesh: ImageMesh, view: PoseView, source_depth, facing):
 def view_cosines(mesh: ImageMesh, X):
     """(n_face_triangles,) cos of the angle between each face triangle's normal (vertices X, camera frame)
     and the camera's ray to it: 1 facing the camera, <= 0 turned away."""
-    from ..mesh import face_normals
+    from ..geometry.mesh import face_normals
 
     nf = mesh.n_face_triangles
     P = X[mesh.F[:nf]].mean(1)

@@ -8,7 +8,7 @@ What is invented (the `invented` mask):
   obliquely (beyond GRAZING_COS) for a pose that enlarges it more than SHEET_STRETCH, is redrawn: from the
   source's colours at the mirror vertices (the face's symmetry, relit by the ratio of the fitted SH
   shading), else — on the front of the face — from the albedo under the SH light fitted to the source
-  (fitter.texture.fit_texture). The light turns with the head, as the seen pixels' shading does. The
+  (fitter.photo.texture.fit_texture). The light turns with the head, as the seen pixels' shading does. The
   redrawn region is blended in by Poisson editing (cv2.seamlessClone), so that its level meets the image's;
 - background the source never saw — the rubber sheets between the head and what lies behind it, where the
   new pose stretches them more than SHEET_STRETCH, and pixels no surface covers — is taken from the plate,
@@ -21,10 +21,10 @@ Labels of a sample, in its camera (the source camera; the head moved):
 - `R`, `t`, `scale`: V = scale R (mean + S_morph) + t for the registration's vertices (S1 Eq. 7);
 - `source_to_sample`: the 4×4 rigid transform that carries the head's points from the source camera frame
   to the sample's (rotation R_head about the face centre c: x' = R_head (x - c) + c);
-- `yaw`, `pitch`, `roll` (degrees) of the face (fitter.camera.angles_of_rotation of R; yaw > 0: the nose
+- `yaw`, `pitch`, `roll` (degrees) of the face (fitter.geometry.camera.angles_of_rotation of R; yaw > 0: the nose
   towards the image's right, pitch > 0: the nose up);
 - `landmarks_478` (MediaPipe order, the model's landmark embedding, its contour at the face's yaw) and
-  `landmarks_68` (iBUG order, fitter.landmarks.to_68), pixels, with a visibility flag each: in the image
+  `landmarks_68` (iBUG order, fitter.detection.landmarks.to_68), pixels, with a visibility flag each: in the image
   and not hidden behind the sample's own surface (the project's depth test);
 - `face_box`: [x0, y0, x1, y1] px of the face's pixels in the sample.
 """
@@ -32,10 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..camera import MODEL_TO_OPENCV, Camera, angles_of_rotation, rotation_matrix
-from ..capture import RegisteredCapture
 from ..errors import InputError
-from ..render import depth_visible, get_renderer
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, angles_of_rotation, rotation_matrix
+from ..geometry.render import depth_visible, get_renderer
+from ..registration.capture import RegisteredCapture
 from .image_mesh import (ImageMesh, build_image_mesh, image_areas, render_pose, rubber_sheets, seen_pixels,
                          source_cosines)
 
@@ -67,8 +67,8 @@ class AugmentSource:
 
 def prepare_source(prepared, capture: RegisteredCapture, spacing_px=16.0, smoothness=0.1):
     """The AugmentSource of a registered capture (built once, used for every pose)."""
-    from ..render import vertex_visibility
-    from ..texture import fit_texture
+    from ..geometry.render import vertex_visibility
+    from ..photo.texture import fit_texture
 
     mesh = build_image_mesh(prepared, capture.vertices, capture.K, capture.depth, spacing_px, smoothness)
     H, W = capture.color.shape[:2]
@@ -106,9 +106,9 @@ def fill_colors(prepared, mesh: ImageMesh, color, source_depth, appearance):
     face's symmetry), relit by the ratio of the SH shading at the two, where the source saw the mirror
     vertex within ~66° of square on (MIRROR_MIN_COS); else the fitted albedo under the fitted SH light.
     Returns ((n_face_vertices, 3) in [0, 1], (n_face_vertices,) bool: from the mirror)."""
-    from ..mesh import vertex_normals
-    from ..render import depth_visible
-    from ..texture import sample_image, sh_basis
+    from ..geometry.mesh import vertex_normals
+    from ..geometry.render import depth_visible
+    from ..photo.texture import sample_image, sh_basis
 
     nv = mesh.n_face_vertices
     Vf, Ff = mesh.X[:nv], mesh.F[:mesh.n_face_triangles]
@@ -208,7 +208,7 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
 
 
 def _with_labels(prepared, source, view, R_head, img, invented, face_px, yaw_deg, pitch_deg):
-    from ..landmarks import to_68
+    from ..detection.landmarks import to_68
 
     cap, mesh = source.capture, source.mesh
     W, H = mesh.size

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..landmarks import outer_interocular, to_68
+from ..detection.landmarks import outer_interocular, to_68
 
 YAWS = tuple(range(-90, 91, 15))
 
@@ -37,10 +37,10 @@ def _by_abs_yaw(values):
 def labels(prepared, n_captures=4, seed=0, log=print):
     """Label accuracy and MediaPipe NME by yaw on synthetic RGB-D captures (sensor noise, holes, flying pixels)."""
     from ..augment.sample import prepare_source, synthesize
-    from ..capture import RegisteredCapture
-    from ..landmarks import detect_landmarks
-    from ..register import register_rgbd
-    from ..synthetic import synthetic_rgbd
+    from ..detection.landmarks import detect_landmarks
+    from ..registration.capture import RegisteredCapture
+    from ..registration.register import register_rgbd
+    from .synthetic import synthetic_rgbd
 
     emb, m = prepared.embedding, prepared.model
     errors, nme, missed = {}, {}, {}
@@ -75,9 +75,9 @@ def realism(prepared, scan_dir, yaws=(15, 30, 45, 60), log=print):
     render of the scan turned the same way: mean absolute error (/255) inside the face, on seen and on filled
     pixels, by yaw (both signs pooled)."""
     from ..augment.sample import prepare_source, synthesize
-    from ..camera import Camera
-    from ..capture import CaptureSpec, register_capture
-    from ..scan import SCAN_LIGHT, render_scan
+    from ..geometry.camera import Camera
+    from ..registration.capture import CaptureSpec, register_capture
+    from ..registration.scan import SCAN_LIGHT, render_scan
     from .common import shared_scans
 
     out = {}
@@ -117,12 +117,12 @@ import json, sys, tempfile, time
 import numpy as np
 from fitter.batch import pin_to_one_core
 pin_to_one_core()
-from fitter.prepared import PreparedModel
-from fitter.synthetic import synthetic_rgbd
-from fitter.register import register_rgbd
-from fitter.capture import RegisteredCapture
-from fitter.augment.sample import prepare_source, synthesize, DEFAULT_PITCHES, DEFAULT_YAWS
 from fitter.augment.dataset import augment_capture
+from fitter.augment.sample import prepare_source, synthesize, DEFAULT_PITCHES, DEFAULT_YAWS
+from fitter.bench.synthetic import synthetic_rgbd
+from fitter.prepared import PreparedModel
+from fitter.registration.capture import RegisteredCapture
+from fitter.registration.register import register_rgbd
 p = PreparedModel.load(sys.argv[1])
 cap = synthetic_rgbd(p, np.random.default_rng(7), width=512, height=512, focal_px=560.0, occluders=False)
 t = time.perf_counter(); reg = register_rgbd(p, cap["color"], cap["depth"], cap["K"]); t_reg = time.perf_counter() - t
@@ -161,9 +161,9 @@ def photo_capture(prepared, photo, folder):
     """An RGB-D capture of a real photo: its colour, and as depth the photo's own fit (coarse + medium)
     rendered through the fitted camera (the head only: no depth elsewhere). The real photo's hair, skin and
     background, with a depth known to be a face — how the augmentation looks on a real image."""
+    from ..geometry.render import get_renderer
     from ..io import write_image_atomic
-    from ..pipeline import fit_photo
-    from ..render import get_renderer
+    from ..photo.pipeline import fit_photo
 
     res = fit_photo(photo, prepared, stages=("coarse", "medium"))[0]
     cam = res.fit.camera
@@ -178,7 +178,7 @@ def photo_capture(prepared, photo, folder):
 
 def write_rgbd_capture(folder, cap, depth_shift_px=0):
     """A capture folder as `dataset build` reads it (color.png, depth.npy in mm, intrinsics.json) of a
-    synthetic capture (fitter.synthetic.synthetic_rgbd); depth_shift_px: the depth moved sideways off the
+    synthetic capture (fitter.bench.synthetic.synthetic_rgbd); depth_shift_px: the depth moved sideways off the
     colour by that many pixels (a misregistered sensor)."""
     from ..io import write_image_atomic
 
@@ -193,8 +193,8 @@ def write_rgbd_capture(folder, cap, depth_shift_px=0):
 def build_captures_root(prepared, root, scan_dir, n_synthetic=4):
     """The benchmark's captures: n synthetic RGB-D pairs, a real photo's capture (`photo_capture`), the shared
     scans (as links), one broken capture and one whose depth is 20 px off its colour."""
-    from ..synthetic import synthetic_rgbd
     from .common import shared_scans
+    from .synthetic import synthetic_rgbd
 
     root = Path(root)
 

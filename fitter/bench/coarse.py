@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .. import landmarks as lmk
-from ..camera import look_at_face
-from ..coarse import fit_landmarks
+from ..detection import landmarks as lmk
 from ..errors import NoFaceError
-from ..evaluate import micc_error
-from ..medium import deform_redetected, deform_to_landmarks
+from ..geometry.camera import look_at_face
+from ..geometry.render import get_renderer
+from ..photo.coarse import fit_landmarks
+from ..photo.medium import deform_redetected, deform_to_landmarks
 from ..prepared import PreparedModel
-from ..render import get_renderer
-from ..scan import render_colors
+from ..registration.evaluate import micc_error
+from ..registration.scan import render_colors
 
 from .common import (FLORENCE_PITCHES, FLORENCE_YAWS, SYNTH_PITCHES, SYNTH_SEED, SYNTH_YAWS, face_error,
                      face_submesh, ground_truth_scans, rotation_error_deg, scan_render)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import landmarks as lmk
-from ..align import align
-from ..camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
-from ..mesh import submesh
-from ..register import ADULT_OUTER_IOD_MM
-from ..render import get_renderer
-from ..scan import find_face_frame, read_scan, texture_colors
+from ..detection import landmarks as lmk
+from ..geometry.align import align
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+from ..geometry.mesh import submesh
+from ..geometry.render import get_renderer
+from ..registration.register import ADULT_OUTER_IOD_MM
+from ..registration.scan import find_face_frame, read_scan, texture_colors
 
 
 def timeit(fn, repeats):

@@ -5,18 +5,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import landmarks as lmk
-from ..camera import look_at_face
+from ..detection import landmarks as lmk
+from ..detection.segment import parse_face, person_mask
 from ..errors import NoFaceError
-from ..evaluate import micc_error
-from ..fine import refine_depth
-from ..pipeline import fit_photo
+from ..geometry.camera import look_at_face
+from ..photo.fine import refine_depth
+from ..photo.pipeline import fit_photo
 from ..prepared import PreparedModel
-from ..scan import render_colors
-from ..segment import parse_face, person_mask
+from ..registration.evaluate import micc_error
+from ..registration.scan import render_colors
 
-from ..synthetic import detailed_face, fine_case_errors, random_sh, sh_render
 from .common import SYNTH_SEED, ground_truth_scans, scan_render
+from .synthetic import detailed_face, fine_case_errors, random_sh, sh_render
 
 
 def _solver_shares(fine_result):

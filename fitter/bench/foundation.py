@@ -6,12 +6,13 @@ import time
 
 import numpy as np
 
-from .. import landmarks as lmk
-from .. import installer, store
-from ..camera import look_at_face
-from ..painting import DISTANCE_MM, FOCAL_PX
+from ..detection import landmarks as lmk
+from ..geometry.camera import look_at_face
+from ..geometry.render import get_renderer, vertex_visibility
+from ..install import installer
+from ..model import store
+from ..model.painting import DISTANCE_MM, FOCAL_PX
 from ..prepared import PreparedModel
-from ..render import get_renderer, vertex_visibility
 
 from .common import timeit
 

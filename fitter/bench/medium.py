@@ -6,18 +6,18 @@ import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as sla
 
-from .. import landmarks as lmk
-from ..camera import look_at_face
-from ..coarse import fit_landmarks
-from ..detector_bias import detect_on_fit
+from ..detection import landmarks as lmk
 from ..errors import NoFaceError
-from ..evaluate import micc_error
-from ..medium import LaplacianDeformer, deform_redetected, deform_to_landmarks
+from ..geometry.camera import look_at_face
+from ..geometry.render import get_renderer
+from ..model.detector_bias import detect_on_fit
+from ..photo.coarse import fit_landmarks
+from ..photo.medium import LaplacianDeformer, deform_redetected, deform_to_landmarks
 from ..prepared import PreparedModel
-from ..render import get_renderer
+from ..registration.evaluate import micc_error
 
-from ..synthetic import smooth_displacement
 from .common import SYNTH_SEED, SYNTH_YAWS, face_error, timeit
+from .synthetic import smooth_displacement
 
 
 def medium_speed(name="ict", repeats=30, log=print):
@@ -78,7 +78,7 @@ def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size
     -60..60 (step 30), random pitch in ±15 and light: coarse vs coarse+medium, face-area vertex error
     after similarity alignment and MICC-protocol error against the true mesh. Also reports, per landmark
     region, how the detected residual after the coarse fit relates to the true one (correlation and
-    least-squares gain: the evidence TARGET_GAIN in fitter.medium is set from)."""
+    least-squares gain: the evidence TARGET_GAIN in fitter.photo.medium is set from)."""
     prepared = PreparedModel.load(name)
     model, emb = prepared.model, prepared.embedding
     rng = np.random.default_rng(seed)

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import landmarks as lmk
-from ..camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+from ..detection import landmarks as lmk
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+from ..geometry.mesh import write_obj
+from ..geometry.render import get_renderer
 from ..io import write_bytes_atomic, write_json_atomic
-from ..mesh import write_obj
-from ..render import get_renderer
-from ..scan import render_colors
-from ..texture import texture_at_pixels
+from ..photo.texture import texture_at_pixels
+from ..registration.scan import render_colors
 from .common import SCANS, load_gt_scan
 
 SETTINGS = ("Indoor-Cooperative", "PTZ-Indoor", "PTZ-Outdoor")
@@ -149,11 +149,11 @@ def _scan_subject(data_dir, folder, mesh, texture, arbitrary):
 
 def skin_subject(prepared, data_dir, folder, mesh, texture, arbitrary, photo):
     """A scan's shape with a real person's skin: the scan registered to the model (T-ICP: the scan in the
-    model's topology and UV chart, fitter.register.register_scan) and textured with the UV texture of a
-    real photo's fit (fitter.pipeline.fit_photo: the photo where it sees the face). Returns (registered
+    model's topology and UV chart, fitter.registration.register.register_scan) and textured with the UV texture of a
+    real photo's fit (fitter.photo.pipeline.fit_photo: the photo where it sees the face). Returns (registered
     vertices (N, 3) mm in the scan's frame, face frame, _Subject)."""
-    from ..pipeline import fit_photo
-    from ..register import register_scan
+    from ..photo.pipeline import fit_photo
+    from ..registration.register import register_scan
 
     model = prepared.model
     scan, frame = load_gt_scan(Path(data_dir), folder, mesh, texture, arbitrary)

@@ -1,7 +1,7 @@
 """Beyond-landmarks benchmark (issue 16): the landmark joint fit → + the model-space refinement
 (fitter.video.bundle) → + the multi-view medium stage (fitter.video.sweep), per setting.
 
-- `textured_identity`: a random identity filmed turning under a fixed light (fitter.synthetic.
+- `textured_identity`: a random identity filmed turning under a fixed light (fitter.bench.synthetic.
   textured_turntable), with skin texture ("noise") and without ("flat": shading only); exact truth, the
   landmarks the true ones plus 2 px noise. Vertex error of the identity (fitter.bench.common.face_error).
 - `textured_video`: the same through the whole video path (detector landmarks, frame selection), with
@@ -24,22 +24,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import landmarks as lmk
-from ..camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
-from ..coarse import fit_landmarks
 from ..datasets.micc import SETTINGS, load_scans, score_against_scans
-from ..mesh import read_obj_vertices, write_obj
+from ..detection import landmarks as lmk
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, intrinsics, rotation_matrix
+from ..geometry.mesh import read_obj_vertices, write_obj
+from ..photo.coarse import fit_landmarks
 from ..prepared import PreparedModel
-from ..synthetic import textured_turntable
 from ..video import reconstruct_photos, reconstruct_video
-from ..video.bundle import GATE_IOD, MIN_TRACKS, BundleView, build_tracks, bundle_adjust
+from ..video.bundle import GATE_IOD, MIN_TRACKS, BundleView, bundle_adjust
 from ..video.flow import flow_tracks, follow_skin_points
 from ..video.frames import read_frames
-from ..video.reconstruct import refine_views
+from ..video.refine import refine_views
+from ..video.sift import build_tracks
 from ..video.sweep import medium_stage
 from ..video.tracks import lift
 from .common import SCANS, face_error
 from .micc_mini import SKIN_PHOTOS, film_cameras, skin_subject, write_gt_landmarks
+from .synthetic import textured_turntable
 from .video import scans_of
 
 
@@ -74,7 +75,7 @@ def textured_identity(prepared, seeds=(1, 2, 3), textures=("noise", "flat"), log
 
 def textured_video(prepared, seeds=(5, 6, 7), textures=("skin", "painted"), log=print):
     """The whole video path (detection, selection, joint fit) on frame folders of a random identity turning
-    ±50° (21 frames; fitter.synthetic.textured_turntable) with skin texture and with the painted albedo
+    ±50° (21 frames; fitter.bench.synthetic.textured_turntable) with skin texture and with the painted albedo
     alone: vertex error of the landmark joint fit, after the refinement ("refined": what `facefit video`
     gives) and after the medium stage ("full": with --medium), each as the gates decide ("default") and
     forced; time of each step."""

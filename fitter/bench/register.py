@@ -7,14 +7,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..camera import MODEL_TO_OPENCV, Camera, intrinsics
-from ..nicp import SCHEDULES
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, intrinsics
 from ..prepared import PreparedModel
-from ..register import register_rgbd, register_scan, scan_distances
-from ..scan import render_scan
+from ..registration.nicp import SCHEDULES
+from ..registration.register import register_rgbd, register_scan, scan_distances
+from ..registration.scan import render_scan
 
-from ..synthetic import synthetic_rgbd
 from .common import SYNTH_SEED, ground_truth_scans
+from .synthetic import synthetic_rgbd
 
 
 def _region_errors(model, cap, V):

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..batch import SINGLE_THREAD_ENV
-from ..coarse import fit_landmarks
 from ..datasets.micc import SETTINGS, find_layout, load_scans, run_micc, score_against_scans
+from ..photo.coarse import fit_landmarks
 from ..prepared import PreparedModel
 from ..video import reconstruct_video
 from .common import dask_processes, face_error

@@ -9,7 +9,7 @@ points per scan in GANFit's `.ljson` ({"landmarks": {"points": [[x, y, z], ...]}
 DIR/subject_XX/frontalK.ljson or DIR/<scan file stem>.ljson; without them the scan's nose tip and
 alignment points are found by rendering and detection (as `facefit eval` does).
 
-Protocol (fitter.evaluate): 95 mm crop around the scan's nose tip, similarity ICP, point-to-surface
+Protocol (fitter.registration.evaluate): 95 mm crop around the scan's nose tip, similarity ICP, point-to-surface
 distance from the scan to the reconstruction's outer skin (mean and RMSE) and the symmetric mean; per
 video the minimum over the subject's frontal scans (by the mean).
 """
@@ -206,16 +206,16 @@ class ScoringScan:
 
     name: str
     path: str
-    scan: object                 # fitter.scan.Scan
-    reference: tuple             # fitter.evaluate.scan_reference: (nose tip, 5 points or None)
+    scan: object                 # fitter.registration.scan.Scan
+    reference: tuple             # fitter.registration.evaluate.scan_reference: (nose tip, 5 points or None)
     nose_tip_from: str           # "landmarks" or "detected"
 
 
 def load_scans(scans):
     """ScoringScans of {"name", "path", "landmarks" (a .ljson) or None} dicts."""
-    from .. import landmarks as lmk
-    from ..evaluate import scan_reference
-    from ..scan import read_scan
+    from ..detection import landmarks as lmk
+    from ..registration.evaluate import scan_reference
+    from ..registration.scan import read_scan
 
     out = []
     for s in scans:
@@ -229,7 +229,7 @@ def load_scans(scans):
 def score_against_scans(prepared, V, scans):
     """MICC error of V (N, 3) against each ScoringScan; returns (per scan list, the best by mean_mm, with its
     transform and the scan kept for the distance render)."""
-    from ..evaluate import evaluate_mesh
+    from ..registration.evaluate import evaluate_mesh
 
     out, best = [], None
     for s in scans:
@@ -257,12 +257,12 @@ def write_distance_render(prepared, V, best, path):
     """A front render of V coloured by each outer-skin vertex's distance (mm) to the best scan's crop
     after the protocol's alignment (blue 0 → red DISTANCE_COLOUR_MAX_MM; grey: not scored), and the
     distances themselves beside it as distance.npz (`distance_mm` (N,) float32, NaN: not scored)."""
-    from ..camera import look_at_face
-    from ..closest import MeshQuery
-    from ..draw import draw_text
-    from ..evaluate import crop
+    from ..geometry.camera import look_at_face
+    from ..geometry.closest import MeshQuery
+    from ..geometry.draw import draw_text
+    from ..geometry.render import get_renderer
     from ..io import save_npz_atomic, write_image_atomic
-    from ..render import get_renderer
+    from ..registration.evaluate import crop
 
     model = prepared.model
     T = best["transform"]

@@ -9,7 +9,7 @@ followed — and followed through every frame with pyramidal Lucas–Kanade (cv2
 each step checked forward–backward (a point tracked back must land within FB_MAX_PX of where it
 started). The step is guided by the fitted model's motion: each seed is lifted onto the fitted mesh of
 its kept view (X, model frame) and projected through a camera per frame — a PnP pose of the joint
-fit's landmarks at every scanned frame (fitter.coarse.initial_pose's SQPnP, the kept views' focal),
+fit's landmarks at every scanned frame (fitter.photo.coarse.initial_pose's SQPnP, the kept views' focal),
 interpolated between scanned frames — so
 
     x_(i+1)⁰ = x_i + π_(i+1)(X) − π_i(X)      (Lucas–Kanade's start, cv2.OPTFLOW_USE_INITIAL_FLOW)
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import landmarks as lmk
-from ..camera import Camera
-from ..texture import luma
+from ..detection import landmarks as lmk
+from ..geometry.camera import Camera
+from ..photo.texture import luma
 from .tracks import Tracks, empty_tracks, face_area_triangles, feature_mask, lift, view_geometry
 
 SEED_SPACING_IOD = 0.05    # seeds at least this far apart (× interocular distance)
@@ -85,7 +85,7 @@ def frame_poses(prepared, identity, expression, scanned, K):
     landmarks) list in time order), from PnP of the fitted face's inner landmarks (camera K)."""
     import cv2
 
-    from ..coarse import region_weights
+    from ..photo.coarse import region_weights
 
     lb = prepared.landmark_basis
     inner = np.setdiff1d(np.arange(478), lb.contour)

@@ -12,7 +12,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import InputError
-from ..io import read_image
+from ..io import quiet_native_stderr, read_image
 
 VIDEO_EXTENSIONS = (".mjpg", ".mjpeg", ".avi", ".mp4", ".mpg", ".mpeg", ".mov", ".mkv", ".webm", ".m4v")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -69,8 +69,6 @@ def _folder_frames(folder, stride):
 
 def _video_frames(path, stride):
     import cv2
-
-    from ..landmarks import quiet_native_stderr
 
     with quiet_native_stderr():  # FFmpeg prints its probing complaints on fd 2
         cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)

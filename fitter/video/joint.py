@@ -1,5 +1,5 @@
 """The joint fit of several views of one person: one identity α, per view pose and expression
-(fitter.coarse.fit_landmarks in its multi-image mode), with views that do not belong dropped and the
+(fitter.photo.coarse.fit_landmarks in its multi-image mode), with views that do not belong dropped and the
 rest refitted.
 
 Two signs that a view does not belong, each judged against the other views (robustly: m the median,
@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..camera import yaw_of_rotation
-from ..coarse import NOISE_FRACTION_OF_IOD, YAW_NOISE_DEG, CoarseFit, fit_landmarks
+from ..geometry.camera import yaw_of_rotation
+from ..photo.coarse import NOISE_FRACTION_OF_IOD, YAW_NOISE_DEG, CoarseFit, fit_landmarks
 
 OUTLIER_MADS = 4.0
 DISAGREEMENT_RATIO, DISAGREEMENT_GAP = 1.3, 0.15
@@ -66,7 +66,7 @@ def robust_outliers(values, ratio, gap):
 def fit_views(prepared, points_list, image_sizes, focal=None, max_rounds=MAX_ROUNDS, shared_expression=False):
     """Fit the views jointly, drop the ones that do not belong and refit. points_list: (478, 2) landmarks
     per view; image_sizes: (W, H) per view; focal: px, one for all or None; shared_expression: one expression
-    for every view (fitter.coarse.fit_landmarks). Returns a JointFit."""
+    for every view (fitter.photo.coarse.fit_landmarks). Returns a JointFit."""
     t0 = time.perf_counter()
     n = len(points_list)
     kept = list(range(n))

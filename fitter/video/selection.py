@@ -7,7 +7,7 @@
   or a cut), the track starts again on the largest face.
 - Scores: sharpness = variance of the Laplacian of the face crop resampled to SHARPNESS_CROP_PX²
   (grey, [0, 255]); face size = outer interocular distance (px); yaw (degrees) from a PnP pose of the
-  mean face's landmarks (fitter.coarse.initial_pose).
+  mean face's landmarks (fitter.photo.coarse.initial_pose).
 - Selection (eos's scheme): yaw bins with edges ±10/30/50/70°; frames whose sharpness is below
   BLUR_RATIO × the video's median are blurred, faces under MIN_FACE_PX are too small; in each bin the
   `per_bin` frames with the best score (relative sharpness + relative size) are kept.
@@ -17,7 +17,7 @@ from typing import Optional
 
 import numpy as np
 
-from .. import landmarks as lmk
+from ..detection import landmarks as lmk
 
 YAW_BIN_EDGES = (-70.0, -50.0, -30.0, -10.0, 10.0, 30.0, 50.0, 70.0)  # 9 bins
 TRACK_MAX_JUMP = 1.5        # box sizes: farther than this from the previous face is another person
@@ -102,7 +102,7 @@ def face_sharpness(image, face: lmk.FaceLandmarks):
     """Variance of the Laplacian of the face's square crop, resampled to SHARPNESS_CROP_PX² grey."""
     import cv2
 
-    from ..camera import crop_image, square_box
+    from ..geometry.camera import crop_image, square_box
 
     crop, _ = crop_image(image, square_box(face.points, 0.0, whole_pixels=True), SHARPNESS_CROP_PX)
     grey = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY).astype(np.float64)
@@ -110,10 +110,10 @@ def face_sharpness(image, face: lmk.FaceLandmarks):
 
 
 def estimate_yaw(prepared, points, image_size, focal=None):
-    """Head yaw (degrees, fitter.camera.yaw_of_rotation) of detected landmarks (478, 2): PnP of the mean
+    """Head yaw (degrees, fitter.geometry.camera.yaw_of_rotation) of detected landmarks (478, 2): PnP of the mean
     face's landmarks, the focal length given or the coarse stage's prior."""
-    from ..camera import yaw_of_rotation
-    from ..coarse import FOCAL_PRIOR_FACTOR, check_focal_for_image, initial_pose, region_weights
+    from ..geometry.camera import yaw_of_rotation
+    from ..photo.coarse import FOCAL_PRIOR_FACTOR, check_focal_for_image, initial_pose, region_weights
 
     W, H = image_size
     check_focal_for_image(focal, image_size)

@@ -17,8 +17,8 @@ patches have no texture (standard deviation under MIN_STD).
 
 The shape then moves towards the confident targets t_i = v_i + s_i n_i:
     argmin_D  λ ||L D||² + Σ_i w_i ||D_i − s_i n_i||²,   V' = V + D,
-L the project's uniform Laplacian of the face area (fitter.mesh.uniform_laplacian), w_i the confidence:
-(λ LᵀL + W) D = W S, one sparse SPD solve with CHOLMOD (fitter.cholesky), the pattern analysed once per
+L the project's uniform Laplacian of the face area (fitter.geometry.mesh.uniform_laplacian), w_i the confidence:
+(λ LᵀL + W) D = W S, one sparse SPD solve with CHOLMOD (fitter.geometry.cholesky), the pattern analysed once per
 PreparedModel-sized face area. One displacement for the identity, shared by all views.
 """
 from dataclasses import dataclass
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ..camera import Camera
-from ..cholesky import FactorCache
-from ..mesh import tangent_frames, uniform_laplacian, vertex_normals
-from ..render import depth_visible, get_renderer
-from ..texture import luma, sample_image
+from ..geometry.camera import Camera
+from ..geometry.cholesky import FactorCache
+from ..geometry.mesh import tangent_frames, uniform_laplacian, vertex_normals
+from ..geometry.render import depth_visible, get_renderer
+from ..photo.texture import luma, sample_image
 
 OFFSETS_MM = np.linspace(-4.0, 4.0, 17)  # the sweep, along the normal (0.5 mm steps)
 PATCH = 3                                # samples per side of the tangent-plane patch

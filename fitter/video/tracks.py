@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import landmarks as lmk
-from ..camera import Camera
-from ..render import GEOMETRY_ONLY, RenderResult, get_renderer
+from ..detection import landmarks as lmk
+from ..geometry.camera import Camera
+from ..geometry.render import GEOMETRY_ONLY, RenderResult, get_renderer
 
 MIN_COS = 0.3               # a point is lifted where its surface faces the view by more than this
 EYE_MARGIN_IOD = 0.06       # the eyes and the mouth's opening, widened by this, give no points

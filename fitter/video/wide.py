@@ -20,10 +20,10 @@ Each match is a track of two observations, anchored at its seed's lift in the mo
 """
 import numpy as np
 
-from .. import landmarks as lmk
-from ..camera import Camera, yaw_of_rotation
-from ..mesh import face_normals
-from ..render import depth_visible
+from ..detection import landmarks as lmk
+from ..geometry.camera import Camera, yaw_of_rotation
+from ..geometry.mesh import face_normals
+from ..geometry.render import depth_visible
 from .flow import HIGH_PASS_IOD, face_crop_box, shading_filtered
 from .tracks import Tracks, ViewGeometry, empty_tracks, face_area_triangles, feature_mask, lift, view_geometry
 

@@ -2,6 +2,7 @@
 count too), no module taking another module's private (underscore) names, and the subpackages' imports
 running one way, down the layers the README's Architecture section draws."""
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,3 +135,11 @@ def test_every_module_has_a_layer_and_imports_run_down_the_layers():
     # the checker sees an upward import
     assert _upward_imports({"fitter.geometry.mesh": ["fitter.photo.coarse"], "fitter.photo.coarse": []}) == \
         [("fitter.geometry.mesh", "fitter.photo.coarse")]
+
+
+def test_one_levenberg_marquardt_loop():
+    """The damping schedule lives in fitter.geometry.least_squares alone: no other module grows or shrinks a
+    damping factor (the coarse fit and the bundle adjustment call levenberg_marquardt)."""
+    damping = re.compile(r"\bmu\s*(\*=|/=|=\s*max\(\s*mu\s*/)")
+    loops = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "fitter").rglob("*.py") if damping.search(p.read_text()))
+    assert loops == ["fitter/geometry/least_squares.py"]

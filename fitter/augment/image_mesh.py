@@ -97,7 +97,7 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     observed = np.concatenate([Vf[border, 2], sample_depth(depth, anchors)])
     weights = np.concatenate([np.full(len(border), BORDER_WEIGHT), (observed[len(border):] > 0).astype(float)])
     d = solve_depths(mesh2d, observed, weights, smoothness)[len(border):]
-    Xa = np.column_stack([anchors, np.ones(len(anchors))]) @ np.linalg.inv(cam.K).T * d[:, None]
+    Xa = cam.rays(anchors) * d[:, None]
     # background triangles: Delaunay's, minus those the face covers (centroid and edge midpoints
     # inside the face's silhouette, eroded so that the thin slits of the eyes and the mouth stay covered)
     T = mesh2d.triangles

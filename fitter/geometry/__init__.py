@@ -9,7 +9,7 @@ or solved.
 | `cholesky` | the one sparse Cholesky (CHOLMOD) with its analysis cached and the factor reused |
 | `closest` | the one closest-point-on-mesh routine |
 | `align` | rigid and similarity alignment of point sets (Umeyama) |
-| `pose_maths` | the SO(3) exponential, the projection's pose Jacobian and Cauchy weights of the least-squares fits |
+| `least_squares` | the one Levenberg–Marquardt loop and its damping schedule, the SO(3) exponential, the projection's pose Jacobian and Cauchy weights, shared by the landmark fit and the bundle adjustment |
 | `rtv` | relative total variation smoothing of an image (a sparse solve) |
 | `draw` | text, points and contact sheets drawn into images |
 

@@ -1,10 +1,14 @@
 """OpenCV pinhole camera: model -> camera by x_c = R x + t (mm), pixels u = K x_c / z.
 
-x right, y down, z forward; pixel (0, 0) is the centre of the top-left pixel.
+x right, y down, z forward; pixel (0, 0) is the centre of the top-left pixel. The one place of intrinsic
+algebra: projection, back-projected rays, the focal prior and the centred principal point, a camera with
+another focal length or for a crop.
 """
 from dataclasses import dataclass, field
 
 import numpy as np
+
+FOCAL_PRIOR_FACTOR = 1.4        # f0 = factor × max(W, H) when nothing better is known (≈ 50 mm lens)
 
 
 @dataclass
@@ -24,6 +28,47 @@ class Camera:
         Xc = self.to_camera(X)
         uvw = Xc @ self.K.T
         return uvw[:, :2] / uvw[:, 2:3]
+
+    @property
+    def focal(self):
+        """The focal length (px) along x, K[0, 0]."""
+        return self.K[0, 0]
+
+    @property
+    def principal_point(self):
+        """(2,) the principal point (px)."""
+        return np.array([self.K[0, 2], self.K[1, 2]])
+
+    def rays(self, uv):
+        """(..., 2) pixels -> (..., 3) camera-frame rays K⁻¹ [u, v, 1] (z = 1): a pixel's point at depth z
+        is z × its ray."""
+        uv = np.asarray(uv, float)
+        return np.concatenate([uv, np.ones(uv.shape[:-1] + (1,))], -1) @ np.linalg.inv(self.K).T
+
+    def ray_offsets(self, duv):
+        """(N, 2) pixel offsets -> (N, 3) the differences of their rays, K⁻¹ [du, dv, 0]."""
+        duv = np.asarray(duv, float)
+        return np.column_stack([duv, np.zeros(len(duv))]) @ np.linalg.inv(self.K).T
+
+    def with_focal(self, f):
+        """The camera with focal length f (px; fy scaled alike) whose depth is scaled with it, so that the
+        model keeps its size in the image."""
+        K = self.K.copy()
+        s = f / K[0, 0]
+        K[0, 0], K[1, 1] = f, K[1, 1] * s
+        return Camera(K, self.R.copy(), self.t * np.array([1.0, 1.0, s]), self.width, self.height)
+
+    def zoomed(self, scale, R=None, t=None):
+        """The camera with both focal lengths × scale (the pose kept, or R, t given)."""
+        K = self.K.copy()
+        K[0, 0] *= scale
+        K[1, 1] *= scale
+        return Camera(K, self.R if R is None else R, self.t if t is None else t, self.width, self.height)
+
+    def cropped(self, A, size):
+        """The camera of a size×size crop whose pixels are A · this camera's pixels (fitter.geometry.camera.
+        crop_matrix)."""
+        return Camera(A @ self.K, self.R, self.t, size, size)
 
     def to_dict(self):
         return {"K": self.K.tolist(), "R": self.R.tolist(), "t": self.t.tolist(),
@@ -70,6 +115,16 @@ def square_box(points_2d, margin, whole_pixels=False):
         return int(np.floor(c[0] - side / 2)), int(np.floor(c[1] - side / 2)), side
     x0, y0 = c - side / 2
     return float(x0), float(y0), side
+
+
+def image_centre(width, height):
+    """(2,) the centre of a width × height image in pixels, ((W-1)/2, (H-1)/2)."""
+    return np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+
+
+def focal_prior(width, height):
+    """The focal length (px) assumed for a width × height image when nothing better is known."""
+    return FOCAL_PRIOR_FACTOR * max(width, height)
 
 
 def intrinsics(focal_px, width, height):

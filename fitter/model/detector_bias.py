@@ -28,7 +28,7 @@ def face_crop_camera(camera: Camera, points_2d, size, margin=0.25):
     points' extent plus `margin` of it on each side), and the 3×3 matrix A (`crop_matrix`) with crop
     pixel = A · photo pixel."""
     A = crop_matrix(*square_box(points_2d, margin), size)
-    return Camera(A @ camera.K, camera.R, camera.t, size, size), A
+    return camera.cropped(A, size), A
 
 
 def render_face_crop(prepared, V, camera: Camera, points_2d, size=RENDER_PX):

@@ -24,16 +24,15 @@ import scipy.sparse as sp
 
 from ..detection import landmarks as lmk
 from ..errors import InputError
-from ..geometry.camera import MODEL_TO_OPENCV, Camera, yaw_of_rotation
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, focal_prior, image_centre, intrinsics, yaw_of_rotation
 from ..geometry.mesh import face_normals
-from ..geometry.pose_maths import cauchy_weights, exp_so3, pose_jacobian
+from ..geometry.least_squares import cauchy_weights, exp_so3, levenberg_marquardt, pose_jacobian
 from ..model.embedding import LandmarkEmbedding
 from ..model.morphable import MorphableModel
 
 REGION_WEIGHTS = {"contour": 0.5, "brows": 1.0, "irises": 0.0, "eyes": 2.0, "lips": 2.0, "nose": 2.0, "other": 0.5}
 NOISE_FRACTION_OF_IOD = 0.05    # landmark noise σ as a fraction of the interocular distance (px)
 YAW_NOISE_DEG = 60.0            # σ grows by (1 + (|yaw| / this)²): x2 at 60° (tuned on synthetic renders)
-FOCAL_PRIOR_FACTOR = 1.4        # f0 = factor × max(W, H) when nothing better is known (≈ 50 mm lens)
 FOCAL_PRIOR_SIGMA = 0.5         # std of log f around f0
 
 
@@ -264,8 +263,8 @@ def _start_image(lb, u, size, fgiven, base_w, noise_fraction):
     if u.shape != (478, 2):
         raise InputError(f"expected (478, 2) landmarks, got {u.shape}")
     W, H = size
-    c = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
-    f0 = float(fgiven) if fgiven else FOCAL_PRIOR_FACTOR * max(W, H)
+    c = image_centre(W, H)
+    f0 = float(fgiven) if fgiven else focal_prior(W, H)
     iod = lmk.outer_interocular(u)
     lm = lb.at_yaw(0.0)
     R, t = initial_pose(lm[0], u, f0, c, base_w)
@@ -407,11 +406,13 @@ class _Problem:
 
 
 def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
-    """Reweight (contour rows of the current yaw, Cauchy x facing weights), then one damped step,
-    until the cost falls by less than `tol` (relative). Returns (α, image states, last iteration)."""
-    mu, active = 1e-3, None
-    for it in range(iterations):
-        lb = problem.lb
+    """Reweight (contour rows of the current yaw, Cauchy x facing weights), then one damped step
+    (fitter.geometry.least_squares, at most 6 tries a linearisation), until the cost falls by less than
+    `tol` (relative). Returns (α, image states, last iteration)."""
+    lb, active = problem.lb, [None]  # the expression bounds' active set, carried from step to step
+
+    def linearise(x, _cost):
+        alpha, imgs = x
         for s in imgs:  # contour correspondences (rewritten in place) and robust weights at the current estimate
             lb.at_yaw(yaw_of_rotation(s.R), s.lm)
         _, data = problem.residuals(alpha, imgs)
@@ -419,21 +420,18 @@ def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
             s.w = problem.base_w * cauchy_weights(np.linalg.norm(r, axis=1), 2.0 * s.sigma) * lb.facing_weights(s.R, Xc)
         cost = problem.total_cost(alpha, imgs, data)
         Hm, g = problem.normal_equations(alpha, imgs, data)
-        beta_all = problem.expressions(imgs)
-        accepted = False
-        for _ in range(6):
-            dfree, db, active = problem.damped_step(Hm, g, mu, beta_all, active)
-            cand = problem.moved(imgs, dfree, db)
-            alpha_c = alpha + dfree[:problem.K]
-            cost_c, _ = problem.residuals(alpha_c, cand)
-            if cost_c < cost:
-                accepted = True
-                alpha, imgs = alpha_c, cand
-                mu = max(mu / 3, 1e-7)
-                break
-            mu *= 4
-        if not accepted or (cost - cost_c) < tol * cost:
-            break
+        return cost, (Hm, g, problem.expressions(imgs))
+
+    def try_step(x, system, mu):
+        alpha, imgs = x
+        Hm, g, beta_all = system
+        dfree, db, active[0] = problem.damped_step(Hm, g, mu, beta_all, active[0])
+        cand = problem.moved(imgs, dfree, db)
+        alpha_c = alpha + dfree[:problem.K]
+        cost_c, _ = problem.residuals(alpha_c, cand)
+        return (alpha_c, cand), cost_c
+
+    (alpha, imgs), _, it = levenberg_marquardt(linearise, try_step, (alpha, imgs), iterations, tol, max_tries=6)
     return alpha, imgs, it
 
 
@@ -441,7 +439,7 @@ def _image_result(lb, alpha, s: _ImageState, size, base_w):
     """The ImageFit of one image's final state: camera, projected landmarks and their error."""
     f = float(np.exp(s.logf))
     W, H = size
-    cam = Camera(np.array([[f, 0, s.c[0]], [0, f, s.c[1]], [0, 0, 1.0]]), s.R, s.t, int(W), int(H))
+    cam = Camera(intrinsics(f, W, H), s.R, s.t, int(W), int(H))
     proj, err_px, err_iod = landmark_error(lb, alpha, s.beta, cam, s.u, base_w, s.lm)
     return ImageFit(cam, s.beta, s.u, proj, err_px, err_iod, s.w)
 

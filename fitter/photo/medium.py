@@ -237,7 +237,7 @@ def deform_to_landmarks(prepared, V, camera: Camera, detected, depth, sigma_px=N
     rn = np.linalg.norm(r, axis=1)
     r *= np.minimum(1.0, OUTLIER_SIGMAS * sigma_px / np.maximum(rn, 1e-12))[:, None]
     # targets: the (shrunk) detected pixel back-projected at the fitted point's depth z′, minus the point
-    rays = np.column_stack([r, np.zeros(len(r))]) @ np.linalg.inv(camera.K).T  # K⁻¹[s,1] − K⁻¹[q,1]
+    rays = camera.ray_offsets(r)  # K⁻¹[s,1] − K⁻¹[q,1]
     targets = (Pc[:, 2:3] * rays) @ camera.R  # camera -> model frame (rows: Rᵀ δ)
     targets *= target_gains(None if on_fit is None else TARGET_GAIN_ON_FIT)[:, None]
     targets[~active] = 0.0

@@ -43,7 +43,7 @@ import numpy as np
 from ..detection import landmarks as lmk
 from ..geometry.camera import Camera, yaw_of_rotation
 from ..geometry.mesh import face_normals, tangent_frames
-from ..geometry.pose_maths import cauchy_weights, exp_so3, pose_jacobian
+from ..geometry.least_squares import cauchy_weights, exp_so3, levenberg_marquardt, pose_jacobian
 from ..photo.coarse import YAW_NOISE_DEG, region_weights
 from .flow import flow_tracks
 from .joint import joint_noise_fraction
@@ -85,13 +85,6 @@ class BundleResult:
     info: dict = field(default_factory=dict)
 
 
-def _with_focal(cam: Camera, f):
-    K = cam.K.copy()
-    s = f / K[0, 0]
-    K[0, 0], K[1, 1] = f, K[1, 1] * s
-    return Camera(K, cam.R.copy(), cam.t * np.array([1.0, 1.0, s]), cam.width, cam.height)
-
-
 def _gram(A, B):
     """Σ_m A_mᵀ B_m for A, B (M, r, P): (P, P), through one BLAS product."""
     P = A.shape[-1]
@@ -120,8 +113,8 @@ def bundle_adjust(prepared, views, identity, shared_focal=True, iterations=ITERA
     betas = np.array([v.expression for v in views], float)
     cams = [v.camera for v in views]
     if shared_focal:  # one focal for all: the median, each view's depth scaled to keep its image size
-        f = float(np.median([c.K[0, 0] for c in cams]))
-        cams = [_with_focal(c, f) for c in cams]
+        f = float(np.median([c.focal for c in cams]))
+        cams = [c.with_focal(f) for c in cams]
     info = {"rounds": [], "focal": "shared" if shared_focal else "per view"}
     tracks = empty_tracks()
     t1 = time.perf_counter()
@@ -191,14 +184,14 @@ class _Adjustment:
             yaw = abs(yaw_of_rotation(v.camera.R))
             sigma = max(frac * lmk.outer_interocular(v.landmarks), 0.5) * (1 + (yaw / YAW_NOISE_DEG) ** 2)
             self.lm.append((v.landmarks[inner], base_w, sigma))
-        self.c = [np.array([v.camera.K[0, 2], v.camera.K[1, 2]]) for v in views]
-        self.f0 = views[0].camera.K[0, 0]
+        self.c = [v.camera.principal_point for v in views]
+        self.f0 = views[0].camera.focal
         self.focal_prec = 1.0 / FOCAL_SIGMA_LOG ** 2
 
     def _view_terms(self, k, alpha, beta, u, cam):
         """View k's whitened residuals and Jacobians on its columns: features (r (m, 2), G (m, 2, C),
         Ju (m, 2, 2)) and landmarks (r (L, 2), G (L, 2, C), weights (L,))."""
-        K, E, f = self.K, self.E, cam.K[0, 0]
+        K, E, f = self.K, self.E, cam.focal
         tr, sel = self.tr, self.obs[k]
         C = len(self.cols[k])
 
@@ -238,7 +231,7 @@ class _Adjustment:
             landmarks += float(np.sum(w * c2 * np.log1p((lr ** 2).sum(1) / c2)))
         prior = float(alpha @ alpha) + self.expression_reg * float((betas ** 2).sum())
         if self.shared_focal:
-            prior += self.focal_prec * float(np.log(cams[0].K[0, 0] / self.f0)) ** 2
+            prior += self.focal_prec * float(np.log(cams[0].focal / self.f0)) ** 2
         if parts:
             return {"features": round(features, 2), "landmarks": round(landmarks, 2), "prior": round(prior, 2)}
         return features + landmarks + prior
@@ -277,7 +270,7 @@ class _Adjustment:
         g[b0:b0 + self.E * self.V] += self.expression_reg * betas.ravel()
         if self.shared_focal:
             H[-1, -1] += self.focal_prec
-            g[-1] += self.focal_prec * np.log(cams[0].K[0, 0] / self.f0)
+            g[-1] += self.focal_prec * np.log(cams[0].focal / self.f0)
         return H, g, Huu + 1e-6 * np.eye(2), Hgu, gu
 
     def _moved(self, alpha, betas, cams, dg):
@@ -285,10 +278,7 @@ class _Adjustment:
         scale = np.exp(dg[-1]) if self.shared_focal else 1.0
         for k, cam in enumerate(cams):
             w, dt = dg[K + 6 * k:K + 6 * k + 3], dg[K + 6 * k + 3:K + 6 * k + 6]
-            Kc = cam.K.copy()
-            Kc[0, 0] *= scale
-            Kc[1, 1] *= scale
-            out.append(Camera(Kc, exp_so3(w) @ cam.R, cam.t + dt, cam.width, cam.height))
+            out.append(cam.zoomed(scale, exp_so3(w) @ cam.R, cam.t + dt))
         b = betas + dg[self.beta0:self.beta0 + self.E * self.V].reshape(self.V, self.E)
         return alpha + dg[:K], np.clip(b, self.lower, self.upper), out
 
@@ -296,10 +286,11 @@ class _Adjustment:
         T = self.tr.n
         u = np.zeros((T, 2))
         cams = [v.camera for v in self.views]
-        cost0 = cost = self._cost(alpha, betas, u, cams)
+        cost0 = self._cost(alpha, betas, u, cams)
         err0 = self._residual_norms(alpha, betas, u, cams)
-        mu, it, done = 1e-3, 0, False
-        for it in range(iterations):
+
+        def linearise(x, cost):
+            alpha, betas, u, cams = x
             H, g, Huu, Hgu, gu = self._normal_equations(alpha, betas, u, cams)
             # expression weights held at a bound they are pushed against are fixed for this step
             bi = np.arange(self.beta0, self.beta0 + self.E * self.V)
@@ -307,28 +298,24 @@ class _Adjustment:
             held = bi[((b <= self.lower + 1e-9) & (g[bi] > 0)) | ((b >= self.upper - 1e-9) & (g[bi] < 0))]
             H[held], H[:, held], g[held], Hgu[:, held] = 0.0, 0.0, 0.0, 0.0
             H[held, held] = 1.0
-            # the slides' blocks are not damped: the reduced system is formed once per iteration
+            # the slides' blocks are not damped: the reduced system is formed once per linearisation
             Hinv = _inverse_2x2(Huu)                                                  # (T, 2, 2)
             HgH = np.matmul(Hgu, Hinv)
             S = H - _gram(HgH.transpose(0, 2, 1).astype(np.float32),
                           Hgu.transpose(0, 2, 1).astype(np.float32)).astype(float)
-            b = g - np.einsum("tpb,tb->p", HgH, gu)
-            while True:
-                dg = -np.linalg.solve(S + mu * np.diag(np.diag(H) + 1e-9), b)
-                du = -np.einsum("tab,tb->ta", Hinv, gu + np.einsum("tpa,p->ta", Hgu, dg))
-                a_new, b_new, c_new = self._moved(alpha, betas, cams, dg)
-                new = self._cost(a_new, b_new, u + du, c_new)
-                if new < cost:
-                    done = (cost - new) < TOLERANCE * cost
-                    alpha, betas, u, cams, cost = a_new, b_new, u + du, c_new, new
-                    mu = max(mu / 3, 1e-7)
-                    break
-                mu *= 4
-                if mu > 1e4:
-                    done = True
-                    break
-            if done:
-                break
+            rhs = g - np.einsum("tpb,tb->p", HgH, gu)
+            return (cost0 if cost is None else cost), (S, rhs, np.diag(H) + 1e-9, Hinv, Hgu, gu)
+
+        def try_step(x, system, mu):
+            alpha, betas, u, cams = x
+            S, rhs, diag, Hinv, Hgu, gu = system
+            dg = -np.linalg.solve(S + mu * np.diag(diag), rhs)
+            du = -np.einsum("tab,tb->ta", Hinv, gu + np.einsum("tpa,p->ta", Hgu, dg))
+            a_new, b_new, c_new = self._moved(alpha, betas, cams, dg)
+            return (a_new, b_new, u + du, c_new), self._cost(a_new, b_new, u + du, c_new)
+
+        (alpha, betas, u, cams), cost, it = levenberg_marquardt(linearise, try_step, (alpha, betas, u, cams),
+                                                                iterations, TOLERANCE, mu_max=1e4)
         err = self._residual_norms(alpha, betas, u, cams)
         per_view = [round(float(np.median(err[o])), 4) if len(o) else None for o in self.obs]
         return alpha, betas, cams, {

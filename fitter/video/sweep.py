@@ -159,7 +159,7 @@ class ShapeDeformer:
 def patch_spacing_px(cameras, vertices):
     """The median over views of the sweep patch's sample spacing (PATCH_MM) in pixels at the face: focal
     length × PATCH_MM / the depth of the face area's centre. vertices: (N, 3) the shape per view."""
-    return float(np.median([c.K[0, 0] * PATCH_MM / c.to_camera(V.mean(0, keepdims=True))[0, 2]
+    return float(np.median([c.focal * PATCH_MM / c.to_camera(V.mean(0, keepdims=True))[0, 2]
                             for c, V in zip(cameras, vertices)]))
 
 

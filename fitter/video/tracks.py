@@ -122,7 +122,7 @@ def lift(V, faces, camera: Camera, uv, allowed_triangles, radius_px=None, render
     idx = np.flatnonzero(ok)
     T = faces[t[idx]]
     P = camera.to_camera(V[T.ravel()]).reshape(-1, 3, 3)      # (m, 3 corners, 3)
-    d = np.column_stack([uv[idx], np.ones(len(idx))]) @ np.linalg.inv(camera.K).T
+    d = camera.rays(uv[idx])
     A = np.stack([P[:, 0] - P[:, 2], P[:, 1] - P[:, 2], -d], axis=2)
     with np.errstate(all="ignore"):
         sol = np.linalg.solve(A, -P[:, 2][..., None])[..., 0]

@@ -59,7 +59,7 @@ def plane_warp(cam_from: Camera, cam_to: Camera, X, n, centres, half):
     g = np.arange(-half, half + 1, dtype=float)
     gx, gy = np.meshgrid(g, g)
     pix = centres[:, None, None, :] + np.stack([gx, gy], -1)[None]                      # (k, P, P, 2)
-    rays = np.concatenate([pix, np.ones(pix.shape[:-1] + (1,))], -1) @ np.linalg.inv(cam_to.K).T
+    rays = cam_to.rays(pix)
     Xc = cam_to.to_camera(X)                                                           # (k, 3)
     nc = n @ cam_to.R.T
     num = (nc * Xc).sum(1)[:, None, None]

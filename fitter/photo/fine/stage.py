@@ -142,7 +142,7 @@ def _crop_scale(prepared, V, camera, image, labels, box, size, cfg, pixel_scale=
     crop, A = crop_image(image, box, size)
     lab = cv2.warpAffine(np.asarray(labels, np.uint8), A[:2], (size, size), flags=cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    cam = Camera(A @ camera.K, camera.R, camera.t, size, size)
+    cam = camera.cropped(A, size)
     res = get_renderer().render(V, F, cam)
     known = res.mask & _skin_triangles(model, F)[np.maximum(res.triangle_id, 0)]
     known &= ~depth_discontinuities(np.where(known, res.depth, 0.0), cfg.discontinuity_mm * pixel_scale)

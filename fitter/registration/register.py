@@ -20,7 +20,7 @@ import numpy as np
 from ..detection import landmarks as lmk
 from ..errors import InputError, NoFaceError, one_line
 from ..geometry.align import similarity_transform
-from ..geometry.camera import MODEL_TO_OPENCV, Camera, intrinsics
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, image_centre, intrinsics
 from ..geometry.closest import MeshQuery
 from ..geometry.mesh import boundary_vertices, face_normals, interpolate, submesh, vertex_normals, write_obj
 from ..geometry.render import depth_visible
@@ -271,7 +271,7 @@ def split_similarity(model, V_regist, region="face"):
 def _principal_point_shift(points, K, W, H):
     """Landmarks moved so that K's principal point and aspect become the image centre and fx: the coarse
     fit's camera model."""
-    c0 = np.array([(W - 1) / 2.0, (H - 1) / 2.0])
+    c0 = image_centre(W, H)
     out = np.asarray(points, float).copy()
     out[:, 0] = out[:, 0] - K[0, 2] + c0[0]
     out[:, 1] = (out[:, 1] - K[1, 2]) * K[0, 0] / K[1, 1] + c0[1]

@@ -117,6 +117,18 @@ def bench_fine(name, faces, scan_dir, as_json):
     _emit(res, as_json)
 
 
+@bench.command("ceres-bridge")
+@click.option("--size", default=256, show_default=True, help="Crop size (px) of the lit-sphere problem.")
+@click.option("--iterations", default=5, show_default=True, help="Ceres iterations (both bridges).")
+@_json_option
+def bench_ceres_bridge(size, iterations, as_json):
+    """The fine stage's Ceres bridge against one through pyceres' public API only, on the same problem:
+    wall time, Ceres's time split, and how far apart their solutions are."""
+    from fitter.bench.ceres_bridge import run_ceres_bridge
+
+    _emit(run_ceres_bridge(size, iterations, log=_progress), as_json)
+
+
 @bench.command("video")
 @_model_option
 @_scans_option("filmed as the mini MICC dataset's subjects")

@@ -73,32 +73,36 @@ def register_cmd(color_path, depth_path, intrinsics_path, depth_scale, scan_path
 
 
 @click.command("augment")
-@click.argument("reg_dir", metavar="REGISTRATION_DIR", type=click.Path())
+@click.argument("reg_dirs", metavar="REGISTRATION_DIR...", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", "outdir", required=True, type=click.Path(file_okay=False),
               help="Dataset folder: samples go to OUTDIR/<capture>/, the index to OUTDIR/index.csv.")
 @model_option
 @angle_options
+@batch_options
 @click.option("--json", "as_json", is_flag=True, help="Print a one-line JSON summary.")
-def augment_cmd(reg_dir, outdir, model_name, yaws, pitches, fmt, as_json):
-    """Out-of-plane pose augmentation of a registered capture (the folder written by `facefit register`):
-    the head turned to every --yaws x --pitches about the face centre, what the source never saw filled
-    in, and exact labels (pose, landmarks with visibility, the filled mask). Writes
-    OUTDIR/<capture>/<capture>_<yaw>_<pitch>.jpg/.json/.npz, samples.csv, contact_sheet.png, and
-    OUTDIR/index.csv."""
-    from fitter.augment.dataset import augment_registration, parse_angles
+def augment_cmd(reg_dirs, outdir, model_name, yaws, pitches, fmt, workers, scheduler, as_json):
+    """Out-of-plane pose augmentation of registered captures (folders written by `facefit register`): the
+    head turned to every --yaws x --pitches about the face centre, what the source never saw filled in,
+    and exact labels (pose, landmarks with visibility, the filled mask). Through the batch engine
+    (resumable; a failed capture never stops the rest). Writes
+    OUTDIR/<capture>/<capture>_<yaw>_<pitch>.jpg/.json/.npz, samples.csv, contact_sheet.png,
+    OUTDIR/index.csv and OUTDIR/report.html."""
+    from fitter.augment.dataset import augment_registrations, parse_angles
     from fitter.augment.sample import MAX_PITCH_DEG
-    from fitter.prepared import PreparedModel
 
     yaw_list = parse_angles(yaws, "--yaws", 90)
     pitch_list = parse_angles(pitches, "--pitches", MAX_PITCH_DEG)
-    prepared = PreparedModel.load(model_name)
-    rows, times = augment_registration(prepared, reg_dir, outdir, yaw_list, pitch_list, fmt)
-    out = Path(outdir) / rows[0]["capture"]
+    summary = augment_registrations(model_name, reg_dirs, outdir, yaw_list, pitch_list, fmt, workers, scheduler,
+                                    progress=not as_json, log=stderr)
+    write_batch_report(outdir, as_json)
+    n_samples = sum(r.get("samples", 0) for r in summary.results.values())
     if as_json:
-        click.echo(json.dumps({"output": str(out), "samples": len(rows), "times_s": times}))
+        click.echo(json.dumps({"output": str(outdir), "registrations": len(reg_dirs), "samples": n_samples,
+                               "results": summary.results, "failed": summary.failed}))
     else:
-        click.echo(f"{reg_dir} -> {out} ({len(rows)} samples, {times['samples_s'] / len(rows):.2f} s each; "
-                   f"contact_sheet.png; index {Path(outdir) / 'index.csv'})")
+        click.echo(f"{len(summary.results)} of {len(reg_dirs)} registrations -> {outdir} ({n_samples} samples; "
+                   f"OUTDIR/<capture>/contact_sheet.png; index {Path(outdir) / 'index.csv'})")
+    batch_exit(summary, len(reg_dirs))
 
 
 @click.group(cls=FacefitGroup)

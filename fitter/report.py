@@ -30,15 +30,15 @@ SAMPLE_PX = 128           # a dataset sample's thumbnail in the yaw x pitch grid
 ASSETS = Path(__file__).resolve().parent / "report_assets"
 VIEWER_JS = "model-viewer-umd.min.js"
 KINDS = {"fitter.datasets.micc:reconstruct_and_score": "micc", "fitter.video.reconstruct:video_task": "video",
-         "fitter.augment.dataset:build_task": "dataset"}
+         "fitter.augment.dataset:build_task": "dataset", "fitter.augment.dataset:augment_task": "augment"}
 
 
 def batch_kind(outdir):
-    """'micc', 'video' or 'dataset' of a batch folder (its manifest's task). Raises InputError."""
+    """'micc', 'video', 'dataset' or 'augment' of a batch folder (its manifest's task). Raises InputError."""
     items = _manifest_items(outdir)
     kinds = {KINDS.get(d.get("task")) for d in items}
     if len(kinds) != 1 or None in kinds:
-        raise InputError(f"{outdir}: not the output folder of facefit micc, video or dataset build "
+        raise InputError(f"{outdir}: not the output folder of facefit micc, video, dataset build or augment "
                          f"(its manifest.json names no such task)")
     return kinds.pop()
 
@@ -53,8 +53,9 @@ def write_report(outdir):
     files = _Files(outdir)
     status = _read_json(outdir / "status.json") or {}
     items = _manifest_items(outdir)
-    context = {"micc": _micc, "video": _video, "dataset": _dataset}[kind](outdir, items, status, files)
-    page = _template().render(kind=kind, outdir=str(outdir.resolve()), files=FILES, viewer=f"{FILES}/{VIEWER_JS}",
+    context = {"micc": _micc, "video": _video, "dataset": _dataset, "augment": _augment}[kind](outdir, items, status,
+                                                                                             files)
+    page = _template().render(kind="dataset" if kind == "augment" else kind, outdir=str(outdir.resolve()), files=FILES, viewer=f"{FILES}/{VIEWER_JS}",
                               **context)
     files.finish()
     write_text_atomic(outdir / REPORT, page)
@@ -185,17 +186,24 @@ def _video(outdir, items, status, files):
     return {"title": "Video reconstruction", "rows": rows, "counts": counts}
 
 
-def _dataset(outdir, items, status, files):
+def _augment(outdir, items, status, files):
+    """`facefit augment`'s batch: the dataset view without the quality gate (every done capture augmented)."""
+    context = _dataset(outdir, items, status, files, source_arg="registration", gated=False)
+    counts = {k: sum(r["state"] == k for r in context["rows"]) for k in ("done", "failed", "to do")}
+    return dict(context, title="Augmentation", counts=counts)
+
+
+def _dataset(outdir, items, status, files, source_arg="folder", gated=True):
     thresholds = _read_json(outdir / "thresholds.json") or {}
     rows = []
     for d in items:
-        folder, row = _base_row(outdir, d, status, "folder")
+        folder, row = _base_row(outdir, d, status, source_arg)
         row.update(quality=[], grid=None)
         if row["state"] == "done":
             result = (_read_json(folder / "DONE.json") or {}).get("result", {})
             if result.get("rejected"):
                 row["state"], row["reason"] = "rejected", result["rejected"]
-            else:
+            elif gated:
                 row["state"] = "accepted"
             quality = _read_json(folder / "quality.json") or result.get("quality") or {}
             for k, t in thresholds.items():

@@ -14,9 +14,11 @@ def textured(ict_prepared):
 
 
 def _landmark_fit(prepared, views):
+    from fitter.geometry.camera import Camera
     from fitter.photo.coarse import fit_landmarks
 
-    return fit_landmarks(prepared, [u for _, _, u in views], [(c.width, c.height) for _, c, _ in views])
+    return fit_landmarks(prepared, [u for _, _, u in views], [Camera.for_image(c.width, c.height) for _, c, _ in views],
+                         free_focal=True)
 
 
 def test_the_refinement_recovers_a_known_identity_better_than_landmarks(ict_prepared, textured):
@@ -75,7 +77,6 @@ def test_a_lifted_keypoint_projects_back_onto_its_pixel(ict_prepared, textured):
 def test_a_textured_video_is_refined_beyond_its_landmarks(ict_prepared, tmp_path):
     """The whole video path (detector landmarks, selection, joint fit) on a frame folder of an identity with
     skin texture: the refinement and the medium stage run and bring the identity closer to the truth."""
-    import copy
 
     import cv2
 
@@ -90,8 +91,8 @@ def test_a_textured_video_is_refined_beyond_its_landmarks(ict_prepared, tmp_path
         cv2.imwrite(str(tmp_path / f"frame_{k:03d}.png"), image[:, :, ::-1])
     base = reconstruct_video(p, str(tmp_path), stride=1, refine=False)
     assert base.refinement == {}
-    res = copy.deepcopy(base)
-    refine_views(p, res, medium=False)  # the model-space refinement alone
+    res = refine_views(p, base, medium=False)  # the model-space refinement alone
+    assert base.refinement == {} and "refine_s" not in base.times  # a new result: the one given is kept
     ms = res.refinement["model_space"]
     assert ms["applied"] and ms["rounds"][0]["tracks"] >= 400, ms
     assert ms["flow"]["frames_followed"] >= len(res.joint.kept) and ms["rounds"][0]["flow_tracks"] > 0, ms
@@ -104,8 +105,7 @@ def test_a_textured_video_is_refined_beyond_its_landmarks(ict_prepared, tmp_path
     assert all(im.error_iod < 0.05 for im in res.joint.fit.images)
     assert "refine_s" in res.times
     # with the medium stage the mesh leaves the model's space, by at most the sweep's range
-    full = copy.deepcopy(base)
-    refine_views(p, full, medium=True)
+    full = refine_views(p, base, medium=True)
     med = full.refinement["medium"]
     assert med["applied"] and med["confident_fraction"] > 0.5, med
     D = full.neutral - m.shape(full.identity, zero)

@@ -107,3 +107,23 @@ def test_levenberg_marquardt_stops_after_max_tries_or_mu_max_without_moving():
     assert tried[-1] <= 1e4 < tried[-1] * 4.0 and len(tried) == 12
     with pytest.raises(ValueError):
         levenberg_marquardt(linearise, try_step, 0.0, 10, 1e-3)
+
+
+def test_rotations_agree_with_scipy_and_invert():
+    """Euler angles go through scipy's Rotation; the LM's hand-written SO(3) exponential agrees with it."""
+    from scipy.spatial.transform import Rotation
+
+    from fitter.geometry.camera import MODEL_TO_OPENCV, angles_of_rotation, rotation_matrix
+    from fitter.geometry.least_squares import exp_so3
+
+    rng = np.random.default_rng(4)
+    for _ in range(50):
+        yaw, pitch, roll = rng.uniform(-89, 89, 3)
+        R = rotation_matrix(yaw, pitch, roll)
+        c, s = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
+        Ry = np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
+        assert np.abs(rotation_matrix(yaw) - Ry).max() < 1e-15  # yaw about the model's vertical axis, as documented
+        np.testing.assert_allclose(angles_of_rotation(MODEL_TO_OPENCV @ R), (yaw, pitch, roll), atol=1e-9)
+        w = rng.normal(0, 0.5, 3)
+        assert np.abs(exp_so3(w) - Rotation.from_rotvec(w).as_matrix()).max() < 1e-14
+    assert np.array_equal(exp_so3(np.zeros(3)), np.eye(3))

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from fitter.geometry.camera import Camera
 from fitter.photo import fine
 from fitter.photo.fine import ceres_tiles
 from fitter.photo.texture import sh_basis
@@ -12,7 +13,7 @@ pytest.importorskip("pyceres")
 def _sphere_scene(size=96, radius=50.0, distance=250.0, focal=220.0):
     """Analytic depth and normals of a sphere seen by a pinhole camera, and its SH-lit image."""
     K = np.array([[focal, 0, (size - 1) / 2], [0, focal, (size - 1) / 2], [0, 0, 1.0]])
-    r = fine.pixel_rays(K, size, size)
+    r = Camera(K, width=size, height=size).image_rays()
     rn = r / np.linalg.norm(r, axis=2, keepdims=True)
     C = np.array([0.0, 0.0, distance])
     b = (rn * C).sum(2)
@@ -48,9 +49,9 @@ def test_normals_of_a_tilted_plane_are_exact():
     n_true = np.array([0.3, -0.2, -1.0])
     n_true /= np.linalg.norm(n_true)
     # plane n·X = d  ->  depth along each ray: z = d / (n·r)
-    r = fine.pixel_rays(K, 64, 64)
+    r = Camera(K).image_rays(64, 64)
     depth = -500.0 / (r @ n_true)
-    n = fine.depth_normals(depth, K)
+    n = fine.depth_normals(depth, Camera(K))
     assert np.abs(n[:-1, :-1] - n_true).max() < 1e-9
 
 
@@ -60,7 +61,7 @@ def test_depth_problem_jacobian_matches_finite_differences():
     rng = np.random.default_rng(0)
     d0 = np.where(known, depth + rng.normal(0, 0.3, depth.shape), 0.0)
     gx, gy = rng.normal(0, 0.01, (2,) + depth.shape)
-    P = ceres_tiles.DepthProblem(d0, known, unknown, known, K, image, (gx, gy), gradient_term=True)
+    P = ceres_tiles.DepthProblem(d0, known, unknown, known, Camera(K), image, (gx, gy), gradient_term=True)
     P.set_terms(L, albedo, np.full(depth.shape, 0.02), (0.01, 0.05, 0.3, 0.7))
     z = d0.ravel()[P.upix].copy()
     P.compute(z, True)
@@ -90,13 +91,13 @@ def test_depth_solve_on_a_lit_sphere_converges_to_the_sphere():
     bumps = 1.5 * np.sin(u / 5.0) * np.sin(v / 6.0)   # a wrong start: ±1.5 mm ripples
     d0 = np.where(known, depth + bumps, 0.0)
     zero = np.zeros(depth.shape)
-    P = ceres_tiles.DepthProblem(d0, known, unknown, known, K, image, (zero, zero))
+    P = ceres_tiles.DepthProblem(d0, known, unknown, known, Camera(K), image, (zero, zero))
     P.set_terms(L, albedo, zero, (0.0001, 0.001, 0.0, 0.0))
     summary = P.solve(15, "SPARSE_NORMAL_CHOLESKY")
     m = unknown
-    err0 = _angles(fine.depth_normals(d0, K)[m], normals[m]).mean()
-    err1 = _angles(fine.depth_normals(P.z, K)[m], normals[m]).mean()
-    floor = _angles(fine.depth_normals(np.where(known, depth, 0), K)[m], normals[m]).mean()
+    err0 = _angles(fine.depth_normals(d0, Camera(K))[m], normals[m]).mean()
+    err1 = _angles(fine.depth_normals(P.z, Camera(K))[m], normals[m]).mean()
+    floor = _angles(fine.depth_normals(np.where(known, depth, 0), Camera(K))[m], normals[m]).mean()
     # measured: cost −91 %, normal error 8.0° → 4.0° (forward-difference floor 0.9°), depth 0.60 → 0.30 mm;
     # what is left is shape from shading's blind direction (ripples across the light)
     assert summary["final_cost"] < 0.15 * summary["initial_cost"]
@@ -113,7 +114,7 @@ def test_bulk_and_blockwise_jacobian_copies_give_the_same_solve():
     zero = np.zeros(depth.shape)
     results = []
     for bulk in (True, False):
-        P = ceres_tiles.DepthProblem(d0, known, unknown, known, K, image, (zero, zero))
+        P = ceres_tiles.DepthProblem(d0, known, unknown, known, Camera(K), image, (zero, zero))
         P.set_terms(L, albedo, zero, (0.001, 0.01, 0.0, 0.0))
         if not bulk:
             P.pass_states["SPARSE_NORMAL_CHOLESKY"] = state = ceres_tiles._PassState(P)
@@ -138,7 +139,7 @@ def test_photo_weights_down_weight_outliers_and_highlights():
     noisy[bad] += 0.5
     spec = np.zeros(hit.shape)
     spec[36:44, 36:44] = 0.05
-    P = ceres_tiles.DepthProblem(np.where(known, depth, 0.0), known, unknown, known, K, noisy,
+    P = ceres_tiles.DepthProblem(np.where(known, depth, 0.0), known, unknown, known, Camera(K), noisy,
                           (np.zeros(hit.shape), np.zeros(hit.shape)))
     P.set_terms(L, albedo, spec, (0.001, 0.005, 0.0, 0.0))
     on_bad = bad.ravel()[P.pix] & P.ph.astype(bool)

@@ -69,7 +69,6 @@ def test_at_an_80px_face_flow_tracks_let_the_refinement_run_and_it_beats_landmar
     the mini MICC's PTZ-Outdoor (blur, noise, JPEG q 50): SIFT between the kept views alone stays under the
     gate; with the points followed through every frame the refinement runs and brings the identity
     closer to the truth than the landmark joint fit."""
-    import copy
 
     from fitter.bench.common import face_error
     from fitter.bench.micc_mini import QUALITY, _degrade
@@ -84,12 +83,10 @@ def test_at_an_80px_face_flow_tracks_let_the_refinement_run_and_it_beats_landmar
         (tmp_path / f"frame_{k:03d}.jpg").write_bytes(_degrade(image.astype(np.float32) / 255, QUALITY["PTZ-Outdoor"],
                                                                rng, 0))
     base = reconstruct_video(p, str(tmp_path), stride=4, refine=False)
-    sift_only = copy.deepcopy(base)
-    refine_views(p, sift_only, follow=False, medium=False)
+    sift_only = refine_views(p, base, follow=False, medium=False)
     assert not sift_only.refinement["model_space"]["applied"]
     assert sift_only.refinement["model_space"]["sift_tracks"] < MIN_TRACKS
-    res = copy.deepcopy(base)
-    refine_views(p, res)
+    res = refine_views(p, base)
     ms = res.refinement["model_space"]
     assert ms["applied"], ms
     first = ms["rounds"][0]

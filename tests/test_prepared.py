@@ -7,7 +7,7 @@ import pytest
 
 from fitter.detection import landmarks as lmk
 from fitter import prepared as prepared_module
-from fitter.geometry.camera import look_at_face, square_box
+from fitter.geometry.camera import Camera, look_at_face, square_box
 from fitter.photo.coarse import fit_landmarks
 from fitter.prepared import PreparedModel
 
@@ -59,8 +59,8 @@ def test_a_second_prepared_model_gives_the_same_fit(ict_model, ict_prepared):
     m = ict_model
     cam = look_at_face(m.mean[m.region("face")].mean(0), 15, 5, 600, 1000, 640, 640)
     u = cam.project(ict_prepared.embedding.points(m.mean, m.faces, 15))
-    a = fit_landmarks(ict_prepared, [u], [(640, 640)], focal=1000.0)
-    b = fit_landmarks(PreparedModel(m), [u], [(640, 640)], focal=1000.0)
+    a = fit_landmarks(ict_prepared, [u], [Camera.for_image(640, 640, 1000.0)])
+    b = fit_landmarks(PreparedModel(m), [u], [Camera.for_image(640, 640, 1000.0)])
     np.testing.assert_array_equal(a.identity, b.identity)
     np.testing.assert_array_equal(a.images[0].camera.R, b.images[0].camera.R)
 

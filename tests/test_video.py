@@ -10,6 +10,7 @@ import pytest
 from conftest import PHOTOS, need
 from fitter.detection import landmarks as lmk
 from fitter.errors import InputError
+from fitter.geometry.camera import Camera
 from fitter.video.frames import read_frames
 from fitter.video.selection import (TRACK_LOST_FRAMES, YAW_BIN_EDGES, FrameRecord, Tracker, follow, select_frames,
                                     yaw_bin)
@@ -114,7 +115,7 @@ def test_joint_fit_recovers_identity_better_than_any_single_frame(ict_prepared, 
     joint = face_error(model, res.neutral, V_true)
     singles = []
     for v in kept:
-        fit = fit_landmarks(ict_prepared, [v.face.points], [v.face.image_size])
+        fit = fit_landmarks(ict_prepared, [v.face.points], [Camera.for_image(*v.face.image_size)], free_focal=True)
         singles.append(face_error(model, model.shape(fit.identity, np.zeros(model.n_expression)), V_true))
     mean_face = face_error(model, model.mean, V_true)
     assert joint < min(singles), (joint, singles)
@@ -134,7 +135,7 @@ def test_a_frame_of_another_person_is_dropped(ict_prepared, mini_micc):
     other = next(read_frames(root / _subject(truth, "scan") / "Video" / "Indoor-Cooperative.mjpg"))
     points.insert(3, lmk.detect_landmarks(other.image)[0].points)  # Fran's frontal frame among them
     sizes.insert(3, (640, 480))
-    joint = fit_views(ict_prepared, points, sizes)
+    joint = fit_views(ict_prepared, points, [Camera.for_image(*s) for s in sizes], free_focal=True)
     assert 3 in joint.dropped and "another person" in joint.dropped[3]
     assert len(joint.dropped) <= 2 and joint.rounds >= 2
     assert 3 not in joint.kept and len(joint.fit.images) == len(joint.kept)

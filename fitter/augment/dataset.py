@@ -217,18 +217,41 @@ def rebuild_index(outdir):
     return len(rows)
 
 
-def augment_registration(prepared, reg_dir, outdir, yaws=DEFAULT_YAWS, pitches=DEFAULT_PITCHES, fmt="default"):
-    """`facefit augment`: the samples of the registration folder `reg_dir` (written by `facefit register`)
-    under OUT/<capture>/ (capture: the folder's name), OUT/index.csv rebuilt. Returns (rows, times)."""
-    from ..io import ensure_writable_dir
+def augment_registrations(prepared_name, reg_dirs, outdir, yaws=DEFAULT_YAWS, pitches=DEFAULT_PITCHES, fmt="default",
+                          workers=None, scheduler=None, progress=True, log=print):
+    """`facefit augment`: the samples of each registration folder in `reg_dirs` (written by `facefit
+    register`) under OUT/<capture>/ (capture: the folder's name) through the batch engine (resumable; a
+    failed capture never stops the rest), then OUT/index.csv. Returns the BatchSummary (each done capture's
+    result: samples, times_s). Raises InputError, before anything is written, for a folder that is not a
+    registration's (fitter.registration.capture.read_registration) or two of one name."""
+    from ..batch import WorkItem, run_batch
+    from ..model.store import load_model
+    from ..registration.capture import read_registration
+
+    model = load_model(prepared_name)
+    items, seen = [], {}
+    for reg_dir in map(Path, reg_dirs):
+        read_registration(model, reg_dir)  # a damaged folder is said now, before anything is written
+        if reg_dir.name in seen:
+            raise InputError(f"{seen[reg_dir.name]} and {reg_dir}: two registrations named {reg_dir.name!r} would "
+                             f"write the same OUT/{reg_dir.name}/: rename one folder")
+        seen[reg_dir.name] = reg_dir
+        items.append(WorkItem(reg_dir.name, "fitter.augment.dataset:augment_task",
+                              {"registration": str(reg_dir.resolve()), "yaws": list(yaws), "pitches": list(pitches),
+                               "format": fmt}))
+    summary = run_batch(items, outdir, prepared_name, workers=workers, scheduler=scheduler, progress=progress,
+                        log=log, desc="registrations")
+    rebuild_index(outdir)
+    return summary
+
+
+def augment_task(prepared, args, folder):
+    """Batch task: the samples of one registration folder (args: registration, yaws, pitches, format)."""
     from ..registration.capture import load_registered_capture
 
-    capture = load_registered_capture(prepared, reg_dir)
-    ensure_writable_dir(outdir)
-    folder = Path(outdir) / capture.name
-    rows, times = augment_capture(prepared, capture, folder, yaws, pitches, fmt)
-    rebuild_index(outdir)
-    return rows, times
+    capture = load_registered_capture(prepared, args["registration"])
+    rows, times = augment_capture(prepared, capture, Path(folder), args["yaws"], args["pitches"], args["format"])
+    return {"samples": len(rows), "times_s": times}
 
 
 # --- dataset build (fitter.batch) ----------------------------------------------------------------------

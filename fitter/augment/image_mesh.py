@@ -41,7 +41,7 @@ class ImageMesh:
     F: np.ndarray            # (T, 3) int32: the face's triangles first, then the anchors' (Delaunay)
     n_face_vertices: int
     n_face_triangles: int
-    K: np.ndarray            # (3, 3) the source camera
+    camera: Camera           # the source camera (its intrinsics and size; identity pose)
     size: tuple              # (W, H)
     face_vertices: np.ndarray  # (n_face_vertices,) the model's vertex of each face vertex
     follow: np.ndarray = None  # (K,) how much each vertex moves with the head (1: the face, the head)
@@ -127,7 +127,7 @@ def build_image_mesh(prepared, V_cam, K, depth, spacing_px=16.0, smoothness=0.1)
     heads = np.flatnonzero(rigid)
     leader = np.arange(len(X))
     leader[~rigid] = heads[cKDTree(px_all[heads]).query(px_all[~rigid])[1]]
-    return ImageMesh(X, px_all, np.vstack([Ff, index[T]]).astype(np.int32), len(Vf), len(Ff), cam.K, (W, H),
+    return ImageMesh(X, px_all, np.vstack([Ff, index[T]]).astype(np.int32), len(Vf), len(Ff), cam, (W, H),
                      face_ids, np.concatenate([np.ones(len(Vf)), follow]), rigid, leader)
 
 
@@ -142,9 +142,9 @@ def turned_vertices(mesh: ImageMesh, R_head):
     ring = np.flatnonzero(~mesh.rigid & (mesh.follow > 0))
     if len(ring):
         lead = mesh.leader[ring]
-        uv = lambda X: (X @ mesh.K.T)[:, :2] / X[:, 2:3]  # noqa: E731
-        moved = mesh.source_px[ring] + mesh.follow[ring, None] * (uv(turned[lead]) - uv(mesh.X[lead]))
-        out[ring] = np.column_stack([moved, np.ones(len(ring))]) @ np.linalg.inv(mesh.K).T * mesh.X[ring, 2:3]
+        cam = mesh.camera
+        moved = mesh.source_px[ring] + mesh.follow[ring, None] * (cam.pixels(turned[lead]) - cam.pixels(mesh.X[lead]))
+        out[ring] = cam.rays(moved) * mesh.X[ring, 2:3]
     return out
 
 
@@ -168,7 +168,7 @@ def render_pose(mesh: ImageMesh, image, R_head):
     X = turned_vertices(mesh, R_head)
     # the head (the face and the triangles of the head's anchors) and the background in two renders, the
     # head laid over the background: background is never drawn over the face
-    cam = Camera(mesh.K, np.eye(3), np.zeros(3), W, H)
+    cam = mesh.camera
     head = mesh.rigid[mesh.F].all(1)
     # face triangles turned away from the camera are not drawn (on the face's open rims they would hide
     # what lies behind them)

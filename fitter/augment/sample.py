@@ -174,7 +174,7 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     view = render_pose(mesh, cap.color, R_head)
     img, covered, tri = view.image, view.covered, view.triangle_id
     nf = mesh.n_face_triangles
-    uv = (view.vertices @ mesh.K.T)[:, :2] / view.vertices[:, 2:3]
+    uv = mesh.camera.pixels(view.vertices)
     stretched = source.thin & (image_areas(uv, mesh.F) > SHEET_STRETCH * np.maximum(source.source_areas, 0.5))
     unseen = covered & ~seen_pixels(mesh, view, source.source_depth, source.facing)
     unseen[covered] |= stretched[tri[covered]]
@@ -183,7 +183,7 @@ def synthesize(prepared, source: AugmentSource, yaw_deg, pitch_deg) -> Sample:
     face_unseen = unseen & front_px  # the face that can be redrawn (the person's own colours or albedo)
     if face_unseen.any():
         Vf, Ff = view.vertices[:mesh.n_face_vertices], mesh.F[:nf]
-        r = get_renderer().render(Vf, Ff, Camera(mesh.K, np.eye(3), np.zeros(3), W, H), vertex_colors=source.fill,
+        r = get_renderer().render(Vf, Ff, mesh.camera, vertex_colors=source.fill,
                                   ambient=1.0, diffuse=0.0, maps=("color",))
         model_img = r.color_uint8()
         region = cv2.dilate(face_unseen.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool) & front_px
@@ -221,7 +221,7 @@ def _with_labels(prepared, source, view, R_head, img, invented, face_px, yaw_deg
     L68 = to_68(L478)
 
     def project(P):
-        uv = (P @ mesh.K.T)[:, :2] / P[:, 2:3]
+        uv = mesh.camera.pixels(P)
         inside = (uv[:, 0] >= -0.5) & (uv[:, 0] <= W - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= H - 0.5)
         vis = inside & depth_visible(uv, P[:, 2], view.depth, np.maximum(3.0, 0.006 * P[:, 2]), window=1)
         return uv, vis
@@ -232,5 +232,5 @@ def _with_labels(prepared, source, view, R_head, img, invented, face_px, yaw_deg
     box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)) if len(xs) else (0.0,) * 4
     T = np.eye(4)
     T[:3, :3], T[:3, 3] = R_head, c - R_head @ c
-    return Sample(img, invented, float(yaw_deg), float(pitch_deg), mesh.K.copy(), R, t, float(cap.scale), T, angles,
+    return Sample(img, invented, float(yaw_deg), float(pitch_deg), mesh.camera.K.copy(), R, t, float(cap.scale), T, angles,
                   uv478, vis478, uv68, vis68, L478, box)

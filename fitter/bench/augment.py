@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from ..detection.landmarks import outer_interocular, to_68
+from ..geometry.camera import Camera
 
 YAWS = tuple(range(-90, 91, 15))
 
 
-def _iod_px(L68_3d, K):
-    return K[0, 0] * outer_interocular(L68_3d) / L68_3d[[36, 45], 2].mean()
+def _iod_px(L68_3d, camera):
+    return camera.focal * outer_interocular(L68_3d) / L68_3d[[36, 45], 2].mean()
 
 
 def _by_abs_yaw(values):
@@ -53,8 +54,9 @@ def labels(prepared, n_captures=4, seed=0, log=print):
             s = synthesize(prepared, src, yaw, 0)
             T = s.source_to_sample
             truth = to_68(emb.points(cap["V"] @ T[:3, :3].T + T[:3, 3], m.faces, yaw_deg=s.angles[0]))
-            iod = _iod_px(truth, s.K)
-            uv = (truth @ s.K.T)[:, :2] / truth[:, 2:3]
+            cam = Camera(s.K)
+            iod = _iod_px(truth, cam)
+            uv = cam.pixels(truth)
             errors.setdefault(yaw, []).append(float(np.median(np.linalg.norm(s.landmarks_68 - uv, axis=1)) / iod))
             try:
                 det = to_68(detect_landmarks(s.image)[0].points)
@@ -186,8 +188,7 @@ def write_rgbd_capture(folder, cap, depth_shift_px=0):
     folder.mkdir(parents=True)
     write_image_atomic(folder / "color.png", cap["color"])
     np.save(folder / "depth.npy", np.roll(cap["depth"], depth_shift_px, axis=1))
-    K = cap["K"]
-    (folder / "intrinsics.json").write_text(json.dumps({"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}))
+    (folder / "intrinsics.json").write_text(json.dumps(Camera(cap["K"]).intrinsics_dict()))
 
 
 def build_captures_root(prepared, root, scan_dir, n_synthetic=4):

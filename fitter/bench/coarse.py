@@ -9,7 +9,7 @@ from scipy.spatial import cKDTree
 
 from ..detection import landmarks as lmk
 from ..errors import NoFaceError
-from ..geometry.camera import look_at_face
+from ..geometry.camera import Camera, look_at_face
 from ..geometry.render import get_renderer
 from ..photo.coarse import fit_landmarks
 from ..photo.medium import deform_redetected, deform_to_landmarks
@@ -104,7 +104,7 @@ def coarse(name="ict", n_identities=6, seed=SYNTH_SEED, with_eos=True, image_siz
                 views.append(pts)
                 row["mean_face_mm"] = face_error(model, model.mean, V)
                 for tag, f in (("ours_known_f", focal_px), ("ours", None)):
-                    fit = fit_landmarks(prepared, [pts], [(image_size, image_size)], focal=f)
+                    fit = fit_landmarks(prepared, [pts], [Camera.for_image(image_size, image_size, f)], free_focal=f is None)
                     im = fit.images[0]
                     row[f"{tag}_ms"] = 1e3 * fit.seconds
                     row[f"{tag}_mm"] = face_error(model, model.shape(fit.identity, im.expression), V)
@@ -121,7 +121,8 @@ def coarse(name="ict", n_identities=6, seed=SYNTH_SEED, with_eos=True, image_siz
                     row["eos_px"] = float(np.median(np.linalg.norm(proj - pts[peer.ids], axis=1)))
                 rows.append(row)
         if views:  # all views of this identity in one solve: one identity, per-view pose and expression
-            fit = fit_landmarks(prepared, views, [(image_size, image_size)] * len(views), focal=None)
+            fit = fit_landmarks(prepared, views, [Camera.for_image(image_size, image_size)] * len(views),
+                                free_focal=True)
             joint.append({"views": len(views), "mm": face_error(model, model.shape(fit.identity), model.shape(alpha)),
                           "mean_face_mm": face_error(model, model.mean, model.shape(alpha)),
                           "ms_per_view": 1e3 * fit.seconds / len(views)})
@@ -183,7 +184,7 @@ def scans(name="ict", data_dir=None, with_eos=True, image_size=640, focal_px=100
                     rows.append(dict(row, detected=False))
                     continue
                 row["detected"] = True
-                fit = fit_landmarks(prepared, [pts], [(image_size, image_size)], focal=focal_px)
+                fit = fit_landmarks(prepared, [pts], [Camera.for_image(image_size, image_size, focal_px)])
                 im = fit.images[0]
                 V = model.shape(fit.identity, im.expression)
                 depth = get_renderer().render(V, prepared.render_faces, im.camera).depth

@@ -8,7 +8,7 @@ import scipy.sparse.linalg as sla
 
 from ..detection import landmarks as lmk
 from ..errors import NoFaceError
-from ..geometry.camera import look_at_face
+from ..geometry.camera import Camera, look_at_face
 from ..geometry.render import get_renderer
 from ..model.detector_bias import detect_on_fit
 from ..photo.coarse import fit_landmarks
@@ -104,7 +104,7 @@ def medium_synthetic(name="ict", n_identities=6, seed=SYNTH_SEED + 1, image_size
             except NoFaceError:
                 rows.append({"yaw": yaw, "detected": False})
                 continue
-            fit = fit_landmarks(prepared, [pts], [(image_size, image_size)])
+            fit = fit_landmarks(prepared, [pts], [Camera.for_image(image_size, image_size)], free_focal=True)
             im = fit.images[0]
             Vc = model.shape(fit.identity, im.expression)
             depth = get_renderer().render(Vc, F, im.camera).depth

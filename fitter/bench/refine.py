@@ -16,7 +16,6 @@
 - `photo_pairs`: two photos of each skin-textured subject 30°, 45° and 60° apart: each alone, the
   landmark joint fit and the default joint fit, each with an expression per photo and with one shared.
 """
-import copy
 import json
 import tempfile
 import time
@@ -51,7 +50,8 @@ def textured_identity(prepared, seeds=(1, 2, 3), textures=("noise", "flat"), log
     for texture in textures:
         for seed in seeds:
             alpha, V, views = textured_turntable(prepared, np.random.default_rng(seed), texture)
-            fit = fit_landmarks(prepared, [u for _, _, u in views], [(c.width, c.height) for _, c, _ in views])
+            fit = fit_landmarks(prepared, [u for _, _, u in views], [Camera.for_image(c.width, c.height) for _, c, _ in views],
+                                free_focal=True)
             row = {"texture": texture, "seed": seed, "landmarks_mm": face_error(model, model.shape(fit.identity, zero), V)}
             t0 = time.perf_counter()
             out = bundle_adjust(prepared, [BundleView(im, f.camera, f.expression, u)
@@ -95,8 +95,7 @@ def textured_video(prepared, seeds=(5, 6, 7), textures=("skin", "painted"), log=
                 row = {"texture": texture, "seed": seed, "landmarks_s": time.perf_counter() - t0,
                        "views": len(base.joint.kept), "landmarks_mm": face_error(model, base.neutral, V)}
             for name, kwargs in (("default", {}), ("forced", {"min_tracks": 0, "min_confident": 0.0})):
-                res = copy.deepcopy(base)
-                refine_views(prepared, res, medium=True, **kwargs)
+                res = refine_views(prepared, base, medium=True, **kwargs)
                 row[f"{name}_refined_mm"] = face_error(model, model.shape(res.identity, zero), V)
                 row[f"{name}_full_mm"] = face_error(model, res.neutral, V)
                 row[f"{name}_refine_s"] = res.times.get("refine_s", 0.0)
@@ -148,9 +147,7 @@ def mini_micc(prepared, root, truth, log=print, kinds=("scan", "synthetic", "ski
             row = {"subject": sid, "kind": t["kind"], "source": t.get("source", "synthetic"), "setting": setting,
                    "landmarks_s": time.perf_counter() - t0, "views": len(base.joint.kept)}
             for name, kwargs in MICC_VARIANTS:
-                res = copy.deepcopy(base)
-                if kwargs is not None:
-                    refine_views(prepared, res, shared_focal=True, **kwargs)
+                res = base if kwargs is None else refine_views(prepared, base, shared_focal=True, **kwargs)
                 row[f"{name}_mm"] = score_against_scans(prepared, res.shape, scans)[1]["mean_mm"]
                 if V_true is not None:
                     row[f"{name}_vertex_mm"] = face_error(prepared.model, res.neutral if t["kind"] == "synthetic"

@@ -38,8 +38,8 @@ def synthetic_rgbd(prepared, rng, width=640, height=480, focal_px=570.0, yaw=0.0
     Vm = model.shape(alpha, beta)
     face = model.regions["face"]
     cam = look_at_face(Vm[face].mean(0), yaw, rng.uniform(-8, 8), rng.uniform(550, 750), focal_px, width, height)
-    cam.K[0, 2] += rng.uniform(-8, 8)  # a real sensor's principal point is off-centre
-    cam.K[1, 2] += rng.uniform(-8, 8)
+    # a real sensor's principal point is off-centre
+    cam = cam.with_principal_point(cam.principal_point + np.array([rng.uniform(-8, 8), rng.uniform(-8, 8)]))
     V = cam.to_camera(Vm)
     cam_id = Camera(cam.K, np.eye(3), np.zeros(3), width, height)
     F = prepared.render_faces
@@ -183,10 +183,10 @@ def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None)
     if V_smooth is not None:
         smooth = get_renderer().render(V_smooth, F_true, cam).depth.astype(float)
         m &= smooth > 0
-    n_gt = depth_normals(gt, cam.K)
+    n_gt = depth_normals(gt, cam)
     out = {"pixels": int(m.sum())}
     for tag, d in (("medium", fine_result.depth0), ("fine", fine_result.depth)):
-        n = depth_normals(d, cam.K)
+        n = depth_normals(d, cam)
         diff = (d - gt)[m]
         out[f"{tag}_depth_mm"] = float(np.mean(np.abs(diff - np.median(diff))))
         out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(n[m], n_gt[m])))
@@ -203,7 +203,7 @@ def fine_case_errors(fine_result, V_true, F_true, R_true, t_true, V_smooth=None)
         # of the error is the medium shape's own, which the d₀ prior keeps)
         perfect = np.where(m, fine_result.depth0 + (gt - smooth), fine_result.depth0)
         for tag, d in (("perfect_detail", perfect), ("smooth_truth", smooth)):
-            out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(depth_normals(d, cam.K)[m], n_gt[m])))
+            out[f"{tag}_normal_deg"] = float(np.mean(_normal_angles_deg(depth_normals(d, cam)[m], n_gt[m])))
     return out
 
 def _high_pass(depth, mask, sigma_px=3.0):

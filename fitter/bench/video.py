@@ -12,6 +12,7 @@ import numpy as np
 
 from ..batch import SINGLE_THREAD_ENV
 from ..datasets.micc import SETTINGS, find_layout, load_scans, run_micc, score_against_scans
+from ..geometry.camera import Camera
 from ..photo.coarse import fit_landmarks
 from ..prepared import PreparedModel
 from ..video import reconstruct_video
@@ -49,7 +50,7 @@ def accuracy_and_speed(prepared, root, truth, log=print):
             joint_neutral = score_against_scans(prepared, res.neutral, scans)[1]
             singles = []
             for v in res.kept_views:  # each kept frame fitted alone: its shape with its own expression
-                fit = fit_landmarks(prepared, [v.face.points], [v.face.image_size])
+                fit = fit_landmarks(prepared, [v.face.points], [Camera.for_image(*v.face.image_size)], free_focal=True)
                 V1 = model.shape(fit.identity, fit.images[0].expression)
                 singles.append((score_against_scans(prepared, V1, scans[:1])[1], model.shape(fit.identity, zero)))
             row = {"subject": sid, "source": t.get("source", "synthetic"), "setting": setting,

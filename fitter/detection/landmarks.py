@@ -50,6 +50,16 @@ def outer_interocular(points):
     return float(np.linalg.norm(p68[36] - p68[45]))
 
 
+def landmark_error(fitted, detected, use=None, iod_px=None):
+    """How far fitted landmarks (L, 2) px lie from detected ones (L, 2) px: (the median distance over the
+    landmarks `use` (bool mask or indices; default all), that median / iod_px, by default the detected
+    outer interocular distance). The one landmark error of the fits, each choosing its landmarks."""
+    d = np.linalg.norm(np.asarray(fitted, float) - np.asarray(detected, float), axis=1)
+    median = float(np.median(d if use is None else d[use]))
+    iod = outer_interocular(detected) if iod_px is None else iod_px
+    return median, median / max(iod, 1e-9)
+
+
 def five_points(p68):
     """(5, D) right eye centre, left eye centre, nose tip, right and left mouth corner of iBUG-68 points
     (the MICC protocol's alignment points)."""

@@ -15,7 +15,7 @@ from importlib import resources
 import numpy as np
 
 from ..errors import RenderBackendError
-from .camera import Camera
+from .camera import Camera, opengl_projection
 from .mesh import interpolate, vertex_normals
 
 EGL_PACKAGES = "libegl1 libgl1 libegl-mesa0 libgl1-mesa-dri"
@@ -44,22 +44,6 @@ class RenderResult:
         P = interpolate(np.asarray(V, float), F, tri.ravel(), self.barycentric.reshape(-1, 3)).reshape(H, W, 3)
         P[~self.mask] = np.nan
         return P
-
-
-def opengl_projection(K, width, height, near, far):
-    """4x4 matrix taking OpenCV camera points to clip space with image row 0 at framebuffer row 0.
-
-    x_ndc = 2 (u + 0.5) / W - 1 and y_ndc = 2 (v + 0.5) / H - 1, so pixel centres land on texel
-    centres; y is not flipped, which keeps numpy's row order when the framebuffer is read back.
-    """
-    fx, s, cx = K[0]
-    fy, cy = K[1, 1], K[1, 2]
-    P = np.zeros((4, 4))
-    P[0, 0], P[0, 1], P[0, 2] = 2 * fx / width, 2 * s / width, 2 * (cx + 0.5) / width - 1
-    P[1, 1], P[1, 2] = 2 * fy / height, 2 * (cy + 0.5) / height - 1
-    P[2, 2], P[2, 3] = (far + near) / (far - near), -2 * far * near / (far - near)
-    P[3, 2] = 1.0
-    return P
 
 
 ALL_MAPS = ("color", "normal")

@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from ..detection import landmarks as lmk
 from ..errors import InputError
-from ..geometry.camera import MODEL_TO_OPENCV, Camera, focal_prior, image_centre, intrinsics, yaw_of_rotation
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, perspective, yaw_of_rotation
 from ..geometry.mesh import face_normals
 from ..geometry.least_squares import cauchy_weights, exp_so3, levenberg_marquardt, pose_jacobian
 from ..model.embedding import LandmarkEmbedding
@@ -120,11 +120,6 @@ def region_weights():
     return w
 
 
-# --- geometry helpers ---------------------------------------------------------------------------
-def _project(Xc, f, c):
-    return f * Xc[:, :2] / Xc[:, 2:3] + c
-
-
 FOCAL_RANGE_OF_SIDE = (0.1, 20.0)  # a given focal length, in units of the image's larger side (fov 5.7°-157°)
 
 
@@ -142,17 +137,17 @@ def check_focal_for_image(focal, image_size):
                          f"({FOCAL_RANGE_OF_SIDE[0]:g}-{FOCAL_RANGE_OF_SIDE[1]:g} x its larger side)")
 
 
-def initial_pose(X, u, f, c, w):
-    """R, t from the model's mean landmarks by OpenCV's PnP (SQPnP), weights > 0 only."""
+def initial_pose(X, u, camera: Camera, w):
+    """R, t from the model's mean landmarks X (478, 3) and their pixels u (478, 2) in `camera` (its
+    intrinsics) by OpenCV's PnP (SQPnP), weights w > 0 only."""
     import cv2
 
     sel = w > 0
-    K = np.array([[f, 0, c[0]], [0, f, c[1]], [0, 0, 1.0]])
-    ok, rvec, tvec = cv2.solvePnP(X[sel].astype(np.float64), u[sel].astype(np.float64), K, None,
+    ok, rvec, tvec = cv2.solvePnP(X[sel].astype(np.float64), u[sel].astype(np.float64), camera.K, None,
                                   flags=cv2.SOLVEPNP_SQPNP)
     if not ok:  # frontal guess at a plausible distance
         R = MODEL_TO_OPENCV.copy()
-        t = np.array([0, 0, f * 150.0 / max(np.ptp(u[sel, 0]), 1.0)])
+        t = np.array([0, 0, camera.focal * 150.0 / max(np.ptp(u[sel, 0]), 1.0)])
         return R, t
     R, t = cv2.Rodrigues(rvec)[0], tvec.ravel()
     if t[2] < 0:  # PnP's mirrored solution
@@ -184,14 +179,16 @@ def _bounded_ridge(H, g, lower, upper, fixed=None, iters=30):
     return np.clip(c, lower, upper), fixed
 
 
-def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, identity=None,
+def fit_landmarks(prepared, points_list, cameras, free_focal=False, iterations=8, identity=None,
                   landmark_weights=None, expression_reg=10.0, tol=0.03, noise_fraction=NOISE_FRACTION_OF_IOD,
                   shared_expression=False):
     """Fit one identity and per-image pose/expression to detected landmarks.
 
     prepared: the PreparedModel (its landmark basis and embedding);
-    points_list: list of (478, 2) pixel arrays (one per image of the same person); image_sizes: list of
-    (W, H); focal: None (estimated), a number, or a list (px) per image; identity: fixed α (not solved);
+    points_list: list of (478, 2) pixel arrays (one per image of the same person); cameras: one Camera per
+    image, its intrinsics and size (the pose is solved; `Camera.for_image` makes a photo's); free_focal:
+    whether the focal length is solved (its prior centred on the camera's focal), one bool for all the
+    images or a list; a fixed focal must suit the image (check_focal_for_image); identity: fixed α (not solved);
     noise_fraction: landmark noise σ as a fraction of the interocular distance (it sets the balance
     between the landmarks and the priors: detected landmarks ~0.05, exact synthetic ones ~0.01);
     expression_reg: weight of ‖β‖²; shared_expression: one β for all the images (photos of one moment, e.g.
@@ -209,13 +206,17 @@ def fit_landmarks(prepared, points_list, image_sizes, focal=None, iterations=8, 
         base_w = (region_weights() * emb.weights) if landmark_weights is None else np.asarray(landmark_weights, float)
         problem = _Problem.create(prepared.model, lb, base_w, len(points_list), identity, expression_reg,
                                   shared_expression)
-        focals = focal if isinstance(focal, (list, tuple)) else [focal] * len(points_list)
-        for f, size in zip(focals, image_sizes):
-            check_focal_for_image(f, size)
-        images = [_start_image(lb, u, size, f, base_w, noise_fraction) for u, size, f in
-                  zip(points_list, image_sizes, focals)]
+        if len(cameras) != len(points_list):
+            raise InputError(f"fit_landmarks needs one camera per image: {len(cameras)} cameras, "
+                             f"{len(points_list)} images")
+        free = free_focal if isinstance(free_focal, (list, tuple)) else [free_focal] * len(points_list)
+        for cam, is_free in zip(cameras, free):
+            if not is_free:
+                check_focal_for_image(cam.focal, (cam.width, cam.height))
+        images = [_start_image(lb, u, cam, is_free, base_w, noise_fraction) for u, cam, is_free in
+                  zip(points_list, cameras, free)]
         alpha, images, it = _levenberg_marquardt(problem, problem.alpha_start.copy(), images, iterations, tol)
-        results = [_image_result(lb, alpha, s, size, base_w) for s, size in zip(images, image_sizes)]
+        results = [_image_result(lb, alpha, s, base_w) for s in images]
         return CoarseFit(alpha, results, it + 1, time.perf_counter() - t0)
 
 
@@ -244,7 +245,9 @@ class _ImageState:
     """One image's unknowns and data during the fit."""
 
     u: np.ndarray        # (478, 2) detected pixels
+    camera: Camera       # the image's camera as given (intrinsics, size)
     c: np.ndarray        # (2,) principal point
+    aspect: np.ndarray   # (2,) (1, fy / fx): the focal length f = exp(logf) is fx
     R: np.ndarray        # (3, 3)
     t: np.ndarray        # (3,) mm
     logf: float          # log focal (px)
@@ -257,22 +260,21 @@ class _ImageState:
     beta: np.ndarray     # (E,) expression
 
 
-def _start_image(lb, u, size, fgiven, base_w, noise_fraction):
+def _start_image(lb, u, camera: Camera, free_focal, base_w, noise_fraction):
     """An image's state at the PnP start on the mean shape; σ grows with the view's yaw."""
     u = np.asarray(u, float)
     if u.shape != (478, 2):
         raise InputError(f"expected (478, 2) landmarks, got {u.shape}")
-    W, H = size
-    c = image_centre(W, H)
-    f0 = float(fgiven) if fgiven else focal_prior(W, H)
+    f0 = float(camera.focal)
     iod = lmk.outer_interocular(u)
     lm = lb.at_yaw(0.0)
-    R, t = initial_pose(lm[0], u, f0, c, base_w)
+    R, t = initial_pose(lm[0], u, camera, base_w)
     # landmark noise grows with the view's yaw (the detector guesses more of a turned face)
     yaw0 = abs(yaw_of_rotation(R))
     sigma = max(noise_fraction * iod, 0.5) * (1.0 + (yaw0 / YAW_NOISE_DEG) ** 2)
-    return _ImageState(u=u, c=c, R=R, t=t, logf=np.log(f0), logf0=np.log(f0),
-                       f_prec=1e10 if fgiven else 1.0 / FOCAL_PRIOR_SIGMA ** 2, sigma=sigma, iod=iod, lm=lm,
+    return _ImageState(u=u, camera=camera, c=camera.principal_point, aspect=np.array([1.0, camera.aspect]), R=R,
+                       t=t, logf=np.log(f0), logf0=np.log(f0),
+                       f_prec=1.0 / FOCAL_PRIOR_SIGMA ** 2 if free_focal else 1e10, sigma=sigma, iod=iod, lm=lm,
                        w=base_w.copy(), beta=np.zeros(lb.n_expression))
 
 
@@ -338,7 +340,7 @@ class _Problem:
             X = mean + basis @ np.concatenate([alpha, s.beta])
             RX = X @ s.R.T
             Xc = RX + s.t
-            data.append((X, RX, Xc, _project(Xc, np.exp(s.logf), s.c) - s.u))
+            data.append((X, RX, Xc, perspective(Xc, np.exp(s.logf) * s.aspect, s.c) - s.u))
         return self.total_cost(alpha, states, data), data
 
     def normal_equations(self, alpha, states, data):
@@ -348,12 +350,12 @@ class _Problem:
         Hm = np.zeros((D, D))
         g = np.zeros(D)
         for j, (s, (X, RX, Xc, r)) in enumerate(zip(states, data)):
-            f, R = np.exp(s.logf), s.R
-            Jp, a, bu, bv = pose_jacobian(RX, Xc, f)
+            (fx, fy), R = np.exp(s.logf) * s.aspect, s.R
+            Jp, ax, ay, bu, bv = pose_jacobian(RX, Xc, fx, fy)
             sw = np.sqrt(s.w) / s.sigma
             coef = np.empty((len(X), 2, 3))
-            coef[:, 0] = a[:, None] * R[0] + bu[:, None] * R[2]
-            coef[:, 1] = a[:, None] * R[1] + bv[:, None] * R[2]
+            coef[:, 0] = ax[:, None] * R[0] + bu[:, None] * R[2]
+            coef[:, 1] = ay[:, None] * R[1] + bv[:, None] * R[2]
             Js = np.matmul(coef * sw[:, None, None], s.lm[1]).reshape(-1, K + E)  # d/d(α, β)
             J = np.concatenate([Js[:, :K], (Jp * sw[:, None, None]).reshape(-1, 7), Js[:, K:]], axis=1)
             rw = (r * sw[:, None]).ravel()
@@ -435,11 +437,9 @@ def _levenberg_marquardt(problem: _Problem, alpha, imgs, iterations, tol):
     return alpha, imgs, it
 
 
-def _image_result(lb, alpha, s: _ImageState, size, base_w):
+def _image_result(lb, alpha, s: _ImageState, base_w):
     """The ImageFit of one image's final state: camera, projected landmarks and their error."""
-    f = float(np.exp(s.logf))
-    W, H = size
-    cam = Camera(intrinsics(f, W, H), s.R, s.t, int(W), int(H))
+    cam = s.camera.refocused(float(np.exp(s.logf)), s.R, s.t)
     proj, err_px, err_iod = landmark_error(lb, alpha, s.beta, cam, s.u, base_w, s.lm)
     return ImageFit(cam, s.beta, s.u, proj, err_px, err_iod, s.w)
 
@@ -453,5 +453,4 @@ def landmark_error(lb, alpha, beta, camera, detected, base_w=None, out=None):
         base_w = region_weights() * lb.emb.weights
     mean, basis = lb.at_yaw(yaw_of_rotation(camera.R), out)
     proj = camera.project(mean + basis @ np.concatenate([alpha, beta]))
-    err = float(np.median(np.linalg.norm(proj - detected, axis=1)[base_w > 0]))
-    return proj, err, err / max(lmk.outer_interocular(detected), 1e-9)
+    return (proj, *lmk.landmark_error(proj, detected, base_w > 0))

@@ -249,7 +249,7 @@ def deform_to_landmarks(prepared, V, camera: Camera, detected, depth, sigma_px=N
     idx = np.flatnonzero(active)
 
     def err(qq):
-        return float(np.median(np.linalg.norm(qq[idx] - detected[idx], axis=1))) if len(idx) else 0.0
+        return lmk.landmark_error(qq, detected, idx)[0] if len(idx) else 0.0
 
     return MediumResult(V_new, active, q_new, err(q), err(q_new), float(np.linalg.norm(D_local, axis=1).max(initial=0.0)),
                         time.perf_counter() - t0, solve_s, cached, "fitted" if on_fit is None else "on_fit")

@@ -15,7 +15,7 @@ import numpy as np
 from ..detection import landmarks as lmk
 from ..detection.segment import FaceLabel, parse_face, person_mask
 from ..errors import InputError
-from ..geometry.camera import yaw_of_rotation
+from ..geometry.camera import Camera, yaw_of_rotation
 from ..geometry.draw import draw_points, draw_text
 from ..geometry.mesh import write_obj
 from ..geometry.render import get_renderer, vertex_visibility
@@ -170,7 +170,7 @@ def _fit_face(prepared, path, k, face, img, person, stages, focal_px, texture_si
     model, F = prepared.model, prepared.render_faces
     H, W = img.shape[:2]
     t0 = time.perf_counter()
-    fit = fit_landmarks(prepared, [face.points], [(W, H)], focal=focal_px)
+    fit = fit_landmarks(prepared, [face.points], [Camera.for_image(W, H, focal_px)], free_focal=focal_px is None)
     times["coarse_s"] = time.perf_counter() - t0
     im = fit.images[0]
     V = model.shape(fit.identity, im.expression)
@@ -184,7 +184,7 @@ def _fit_face(prepared, path, k, face, img, person, stages, focal_px, texture_si
         V = r.vertices = r.medium.vertices
         res = get_renderer().render(V, F, im.camera)
         fitted_2d = r.medium.fitted_2d
-        error_px = float(np.median(np.linalg.norm(fitted_2d - face.points, axis=1)[im.weights > 0]))
+        error_px = lmk.landmark_error(fitted_2d, face.points, im.weights > 0)[0]
     if "fine" in stages:
         try:
             r.fine = refine_depth(prepared, V, im.camera, img, labels, fine_config)

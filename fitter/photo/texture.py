@@ -350,7 +350,7 @@ def merged_uv_texture(prepared, views, size=1024, feather_px=12, min_facing=0.2)
         A = np.column_stack([Vc, facing_v])  # per vertex: camera-frame point and facing cosine
         T = b[:, 0:1] * A[f[:, 0]] + b[:, 1:2] * A[f[:, 1]] + b[:, 2:3] * A[f[:, 2]]
         z = np.maximum(T[:, 2], 1e-9)
-        uv = np.column_stack([T[:, 0] / z, T[:, 1] / z, np.ones(len(z))]) @ camera.K[:2].T
+        uv = camera.pixels(np.column_stack([T[:, :2], z]))
         H, W = img.shape[:2]
         seen = ((uv[:, 0] >= 0) & (uv[:, 0] <= W - 1) & (uv[:, 1] >= 0) & (uv[:, 1] <= H - 1) &
                 (T[:, 3] > min_facing) & (T[:, 2] > 0))

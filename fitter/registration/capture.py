@@ -166,25 +166,22 @@ def camera_dict(cam: Camera):
     return {"K": cam.K.tolist(), "R": cam.R.tolist(), "t": cam.t.tolist(), "width": cam.width, "height": cam.height}
 
 
-def load_registered_capture(prepared, reg_dir, name=None):
-    """The RegisteredCapture of a folder written by `facefit register` (registered.obj, s_morph.npz,
-    report.json, capture.json): the capture re-read from where capture.json says it came from (a scan
-    re-rendered through its recorded camera). Raises InputError when something is missing or the folder
-    was registered with another model."""
-    from ..model.store import sha256_file
-    from .register import split_similarity
-    from .scan import render_scan
+REGISTRATION_FILES = ("s_morph.npz", "capture.json", "report.json")  # what `facefit register` writes, in part
 
+
+def read_registration(model, reg_dir):
+    """(s_morph.npz's arrays, CaptureSpec, report) of a folder written by `facefit register`, checked
+    against `model` (the MorphableModel it must have been registered with). Reads no image. Raises
+    InputError when something is missing or damaged, or the folder was registered with another model."""
     d = Path(reg_dir)
     if not d.is_dir():
         raise InputError(f"{d}: no such folder; give a folder written by 'facefit register'")
-    for f in ("s_morph.npz", "capture.json", "report.json"):
+    for f in REGISTRATION_FILES:
         if not (d / f).is_file():
             hint = " (registered by an older facefit: register it again)" if f == "capture.json" else ""
             raise InputError(f"{d}: no {f}; give a folder written by 'facefit register'{hint}")
     z = _read_npz(d / "s_morph.npz", ("s_morph", "f", "R", "t", "model", "model_sha256"))
     capture_record, report = _read_json(d / "capture.json"), _read_json(d / "report.json")
-    model = prepared.model
     if str(z["model"]) != model.name or str(z["model_sha256"]) != str(model.metadata.get("model_sha256")):
         raise InputError(f"{d}: registered with model {z['model']} ({str(z['model_sha256'])[:12]}), not with the "
                          f"loaded {model.name} ({str(model.metadata.get('model_sha256'))[:12]}): pass --model")
@@ -193,6 +190,21 @@ def load_registered_capture(prepared, reg_dir, name=None):
             or np.size(z["f"]) != 1):
         raise InputError(f"{d / 's_morph.npz'}: arrays of the wrong shape for {model.name} "
                          f"(s_morph {z['s_morph'].shape}); register the capture again")
+    return z, spec, report
+
+
+def load_registered_capture(prepared, reg_dir, name=None):
+    """The RegisteredCapture of a folder written by `facefit register` (registered.obj, s_morph.npz,
+    report.json, capture.json): the capture re-read from where capture.json says it came from (a scan
+    re-rendered through its recorded camera). Raises InputError when something is missing or the folder
+    was registered with another model (`read_registration`)."""
+    from ..model.store import sha256_file
+    from .register import split_similarity
+    from .scan import render_scan
+
+    d = Path(reg_dir)
+    model = prepared.model
+    z, spec, report = read_registration(model, d)
     f, R, t, S = float(z["f"]), z["R"], z["t"], z["s_morph"].astype(np.float64)
     V = f * (model.mean + S) @ R.T + t  # the registration in its own frame (S1 Eq. 7)
     if spec.kind == "scan":

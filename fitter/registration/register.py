@@ -20,7 +20,7 @@ import numpy as np
 from ..detection import landmarks as lmk
 from ..errors import InputError, NoFaceError, one_line
 from ..geometry.align import similarity_transform
-from ..geometry.camera import MODEL_TO_OPENCV, Camera, image_centre, intrinsics
+from ..geometry.camera import MODEL_TO_OPENCV, Camera, intrinsics, pinhole_matrix
 from ..geometry.closest import MeshQuery
 from ..geometry.mesh import boundary_vertices, face_normals, interpolate, submesh, vertex_normals, write_obj
 from ..geometry.render import depth_visible
@@ -54,12 +54,12 @@ def read_intrinsics(path):
             if K.shape != (3, 3):
                 raise InputError(f"{path}: \"K\" must be a 3x3 matrix, got shape {K.shape}")
         elif isinstance(d, dict) and all(k in d for k in ("fx", "fy", "cx", "cy")):
-            K = np.array([[d["fx"], 0, d["cx"]], [0, d["fy"], d["cy"]], [0, 0, 1.0]], float)
+            K = pinhole_matrix(d["fx"], d["fy"], d["cx"], d["cy"])
         else:
             raise InputError(f"{path}: give {{\"fx\", \"fy\", \"cx\", \"cy\"}} or {{\"K\": 3x3}} in pixels")
     except (TypeError, ValueError):
         raise InputError(f"{path}: the intrinsics must be numbers (pixels)") from None
-    if not (K[0, 0] > 0 and K[1, 1] > 0 and np.isfinite(K).all()):
+    if not ((Camera(K).focal_xy > 0).all() and np.isfinite(K).all()):
         raise InputError(f"{path}: focal lengths must be positive and finite")
     return K
 
@@ -117,7 +117,7 @@ def check_depth_scale(depth_scale):
 def check_intrinsics(K, color_shape):
     """The principal point must lie in the colour image (H, W, ...): K is for another image otherwise."""
     H, W = color_shape[:2]
-    cx, cy = K[0, 2], K[1, 2]
+    cx, cy = Camera(K).principal_point
     if not (0 <= cx <= W - 1 and 0 <= cy <= H - 1):
         raise InputError(f"the principal point ({cx:g}, {cy:g}) px lies outside the {W}x{H} colour image: give the "
                          f"intrinsics of this image, in its pixels")
@@ -139,15 +139,15 @@ def check_depth(depth, color_shape):
                          f"use --depth-scale to convert to mm")
 
 
-def depth_target(depth, K, color=None, stride=1):
-    """Target points (camera frame, mm) of every valid depth pixel, with normals from the depth
+def depth_target(depth, camera: Camera, color=None, stride=1):
+    """Target points (camera frame, mm) of every valid depth pixel (the depth seen by `camera`, its
+    intrinsics), with normals from the depth
     gradients, colours from the registered colour image, and boundary flags (pixels next to a hole,
     the image border or a depth discontinuity: flying pixels live there)."""
     D = np.asarray(depth, np.float32)[::stride, ::stride]
     H, W = D.shape
     v, u = np.mgrid[0:H, 0:W].astype(np.float64) * stride
-    Kinv = np.linalg.inv(K)
-    rays = np.stack([u, v, np.ones_like(u)], -1) @ Kinv.T
+    rays = camera.rays(np.stack([u, v], -1))
     P = rays * D[..., None]
     valid = D > 0
     # normals: cross product of central differences (towards the camera)
@@ -175,7 +175,7 @@ def depth_target(depth, K, color=None, stride=1):
     return Target(P.reshape(-1, 3)[idx], N.reshape(-1, 3)[idx], colors, jump.ravel()[idx]), idx
 
 
-def depth_at(depth, pts, K, window=2, nearest=False):
+def depth_at(depth, pts, camera: Camera, window=2, nearest=False):
     """(L, 3) camera-frame points under the pixels `pts` (L, 2): the median valid depth in a
     (2 window + 1)² neighbourhood (nearest: the smallest, for a point that stands out, such as the nose tip
     of a turned face, whose neighbourhood reaches the cheek behind it); NaN where there is none."""
@@ -193,8 +193,7 @@ def depth_at(depth, pts, K, window=2, nearest=False):
     has = valid.any(axis=1)
     with np.errstate(all="ignore"):
         z[has] = (np.nanmin if nearest else np.nanmedian)(np.where(valid[has], patch[has], np.nan), axis=1)
-    rays = np.column_stack([pts, np.ones(len(pts))]) @ np.linalg.inv(K).T
-    return z[:, None] * rays
+    return z[:, None] * camera.rays(pts)
 
 
 def crop_target(target: Target, template, margin_mm):
@@ -210,15 +209,15 @@ def crop_target(target: Target, template, margin_mm):
 
 
 # --- texture model for T-ICP ---------------------------------------------------------------------
-def fit_template_colors(labels, V_cam, normals_cam, image, visible, K, iterations=1, sample=600, seed=0, light=None):
+def fit_template_colors(labels, V_cam, normals_cam, image, visible, camera: Camera, iterations=1, sample=600, seed=0,
+                        light=None):
     """Template colour (N, 3) in [0, 1] for T-ICP: per-part albedo (the texture parameters) under Phong
     lighting (S1 Eq. 4), fitted to the image at the visible vertices by LM (S1 Eq. 5) on a fixed random
     sample of `sample` of them (the 10 light parameters need no more). light: a PhongLight to start
     from (the previous fit). Returns (colours, light)."""
 
     img = np.asarray(image, np.float32) / 255.0
-    uvw = V_cam @ np.asarray(K, float).T
-    uv = uvw[:, :2] / uvw[:, 2:3]
+    uv = camera.pixels(V_cam)
     obs = np.flatnonzero(visible)
     if len(obs) < 30:
         raise ValueError("fewer than 30 template vertices are visible: cannot fit the texture")
@@ -268,22 +267,14 @@ def split_similarity(model, V_regist, region="face"):
     return f, R, t, S_morph
 
 
-def _principal_point_shift(points, K, W, H):
-    """Landmarks moved so that K's principal point and aspect become the image centre and fx: the coarse
-    fit's camera model."""
-    c0 = image_centre(W, H)
-    out = np.asarray(points, float).copy()
-    out[:, 0] = out[:, 0] - K[0, 2] + c0[0]
-    out[:, 1] = (out[:, 1] - K[1, 2]) * K[0, 0] / K[1, 1] + c0[1]
-    return out
-
-
 def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_color=True, target=None):
     """Register the PreparedModel's model to a colour image (H, W, 3) uint8 and registered depth (H, W) mm
     with intrinsics K. target: optional Target (camera frame) to register to instead of the depth
     pixels (a scan seen by this camera). Raises InputError / NoFaceError."""
     check_depth(depth, color.shape)
-    check_intrinsics(np.asarray(K, float), color.shape)
+    K = np.asarray(K, float)
+    check_intrinsics(K, color.shape)
+    camera = Camera(K.copy(), width=color.shape[1], height=color.shape[0])
     prepared.require_embedding()
     settings = settings or NicpSettings()
     t0 = time.perf_counter()
@@ -292,13 +283,13 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     prepared.nicp_topology(settings.gamma)
     times = {"model_prepare_s": time.perf_counter() - t0}
     t_all = time.perf_counter()
-    face, V_fit, identity, expression = _detect_and_fit(prepared, color, K, times)
-    lift = _lift_onto_depth(prepared, face, V_fit, depth, K, times)
+    face, V_fit, identity, expression = _detect_and_fit(prepared, color, camera, times)
+    lift = _lift_onto_depth(prepared, face, V_fit, depth, camera, times)
     V0 = lift.vertices
     # target
     t0 = time.perf_counter()
     if target is None:
-        target, _ = depth_target(depth, K, color)
+        target, _ = depth_target(depth, camera, color)
     target = crop_target(target, V0[area.domain], margin_mm=0.3 * lift.iod_mm)
     times["target_s"] = time.perf_counter() - t0
     # template: the face area; landmark term: inner landmark vertices -> depth points
@@ -309,7 +300,7 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     lv, first = np.unique(lv, return_index=True)
     lt = lt[first]
     system = NicpSystem(V0[dom], F_face, settings.gamma, prepared.nicp_topology(settings.gamma))
-    colours = _TemplateColours(prepared, V0, color, depth, K) if use_color else None
+    colours = _TemplateColours(prepared, V0, color, depth, camera) if use_color else None
     t0 = time.perf_counter()
     colors0 = colours(V0[dom]) if use_color else None
     times["texture_s"] = time.perf_counter() - t0
@@ -320,21 +311,21 @@ def register_rgbd(prepared, color, depth, K, settings: NicpSettings = None, use_
     f, R, t, S_morph = split_similarity(prepared.model, V)
     times["total_s"] = time.perf_counter() - t_all  # the capture's registration, model preparation apart
     report = _report(res, use_color, lv, lift, target, dom, times)
-    uv, iod = _landmarks_px(prepared, V, K, R), lmk.outer_interocular(face.points)
+    uv, iod = _landmarks_px(prepared, V, camera, R), lmk.outer_interocular(face.points)
     report["landmark_error_iod"] = round(landmark_error_iod(prepared, uv, face.points, iod), 5)
     report["lift_residual_mm"] = round(float(times["lift_residual_mm"]), 4)
-    report["drift_iod"] = round(landmark_error_iod(prepared, uv, _landmarks_px(prepared, V_fit, K), iod), 5)
+    report["drift_iod"] = round(landmark_error_iod(prepared, uv, _landmarks_px(prepared, V_fit, camera), iod), 5)
     return Registration(V, S_morph, f, R, t, V0, report, (lv, lt), target, identity=identity, expression=expression)
 
 
-def _landmarks_px(prepared, V_cam, K, R=None):
-    """(478, 2) the model's landmarks on a mesh (N, 3) in the camera frame, projected through K; R: the
+def _landmarks_px(prepared, V_cam, camera: Camera, R=None):
+    """(478, 2) the model's landmarks on a mesh (N, 3) in the camera frame, projected by `camera`; R: the
     mesh's rotation (split_similarity), for the contour's yaw, when already known."""
     from ..geometry.camera import yaw_of_rotation
 
     R = split_similarity(prepared.model, V_cam)[1] if R is None else R
     L = prepared.embedding.points(V_cam, prepared.model.faces, yaw_deg=yaw_of_rotation(R))
-    return (L @ np.asarray(K, float).T)[:, :2] / L[:, 2:3]
+    return camera.pixels(L)
 
 
 def landmark_error_iod(prepared, uv, reference, iod_px):
@@ -343,23 +334,20 @@ def landmark_error_iod(prepared, uv, reference, iod_px):
     fit's projected ones), over the outer interocular distance iod_px. A depth that is not registered to
     the colour image shows here: the registration follows the depth, the landmarks the colour."""
     inner = np.setdiff1d(np.arange(lmk.N_LANDMARKS), prepared.embedding.contour_ids)
-    d = np.linalg.norm(np.asarray(uv, float)[inner] - np.asarray(reference, float)[inner], axis=1)
-    return float(np.median(d) / max(iod_px, 1e-9))
+    return lmk.landmark_error(uv, reference, inner, iod_px)[1]
 
 
-def _detect_and_fit(prepared, color, K, times):
-    """The largest face's landmarks and the coarse fit's mesh (N, 3) in the camera frame of K."""
-    H, W = color.shape[:2]
+def _detect_and_fit(prepared, color, camera: Camera, times):
+    """The largest face's landmarks and the coarse fit's mesh (N, 3) in the frame of `camera` (its focal
+    length held)."""
     model = prepared.model
     t0 = time.perf_counter()
     face = lmk.detect_landmarks(color)[0]
     times["detect_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pts = _principal_point_shift(face.points, K, W, H)
-    fit = fit_landmarks(prepared, [pts], [(W, H)], focal=float(K[0, 0]))
+    fit = fit_landmarks(prepared, [face.points], [camera])
     im = fit.images[0]
-    cam = Camera(K.copy(), im.camera.R, im.camera.t, W, H)
-    V0 = cam.to_camera(model.shape(fit.identity, im.expression))  # camera frame
+    V0 = im.camera.to_camera(model.shape(fit.identity, im.expression))  # camera frame
     times["coarse_s"] = time.perf_counter() - t0
     return face, V0, fit.identity, im.expression
 
@@ -379,7 +367,7 @@ class _Lift:
 INNER_GROUPS = ("eyes", "nose", "lips", "brows")
 
 
-def _lift_onto_depth(prepared, face, V0, depth, K, times):
+def _lift_onto_depth(prepared, face, V0, depth, camera: Camera, times):
     """Similarity from the fitted inner landmarks to the depth under the detections (trimmed: landmarks
     off the depth surface, over holes or occluders, are dropped). Raises NoFaceError when the depth
     under the face does not look like a face."""
@@ -388,7 +376,7 @@ def _lift_onto_depth(prepared, face, V0, depth, K, times):
     groups = lmk.groups()
     inner = np.concatenate([groups[g] for g in INNER_GROUPS])
     L_model = emb.points(V0, model.faces, 0.0)[inner]
-    L_depth = depth_at(depth, face.points[inner], K)
+    L_depth = depth_at(depth, face.points[inner], camera)
     ok = np.isfinite(L_depth).all(1)
     if ok.sum() < 10:
         raise NoFaceError("the depth map has no valid depth under the detected face")
@@ -404,10 +392,10 @@ def _lift_onto_depth(prepared, face, V0, depth, K, times):
     # corners; a flat, unrelated or misregistered depth map does neither
     # (measured along the face's forward axis from the coarse fit, so that a turned face passes too)
     # (a hole at the nose tip: the nearest depth around it; no depth there at all: the check is not made)
-    nose = depth_at(depth, face.points[[4]], K, nearest=True)[0]
+    nose = depth_at(depth, face.points[[4]], camera, nearest=True)[0]
     if not np.isfinite(nose).all():
-        nose = depth_at(depth, face.points[[4]], K, window=8, nearest=True)[0]
-    eyes = depth_at(depth, face.points[[33, 133, 362, 263]], K)
+        nose = depth_at(depth, face.points[[4]], camera, window=8, nearest=True)[0]
+    eyes = depth_at(depth, face.points[[33, 133, 362, 263]], camera)
     eyes = eyes[np.isfinite(eyes).all(1)]
     forward = split_similarity(model, V0)[1] @ np.array([0.0, 0.0, 1.0])  # the model's +z: towards the viewer
     relief = float((nose - eyes.mean(0)) @ forward) if len(eyes) >= 2 and np.isfinite(nose).all() else np.nan
@@ -431,12 +419,10 @@ class _TemplateColours:
     image at the visible face-area vertices (`fit_template_colors`), each refit starting from the
     previous light."""
 
-    def __init__(self, prepared, V0, color, depth, K):
+    def __init__(self, prepared, V0, color, depth, camera: Camera):
         self.faces, self.dom = prepared.model.faces, prepared.face_area.domain
-        self.V0, self.color, self.depth, self.K = V0, color, depth, K
+        self.V0, self.color, self.depth, self.camera = V0, color, depth, camera
         self.labels = prepared.painted_parts[self.dom]
-        H, W = color.shape[:2]
-        self.camera = Camera(K.copy(), np.eye(3), np.zeros(3), W, H)
         self.light = None
 
     def __call__(self, V_face):
@@ -447,7 +433,7 @@ class _TemplateColours:
         z = V_face[:, 2]
         vis = depth_visible(self.camera.project(V_face), z, self.depth, np.maximum(5.0, 0.01 * z), window=1)
         vis &= (normals * V_face).sum(1) < 0
-        colors, self.light = fit_template_colors(self.labels, V_face, normals, self.color, vis, self.K,
+        colors, self.light = fit_template_colors(self.labels, V_face, normals, self.color, vis, self.camera,
                                                  light=self.light)
         return colors
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..detection import landmarks as lmk
-from ..geometry.camera import Camera, yaw_of_rotation
+from ..geometry.camera import Camera, perspective, yaw_of_rotation
 from ..geometry.mesh import face_normals, tangent_frames
 from ..geometry.least_squares import cauchy_weights, exp_so3, levenberg_marquardt, pose_jacobian
 from ..photo.coarse import YAW_NOISE_DEG, region_weights
@@ -191,17 +191,17 @@ class _Adjustment:
     def _view_terms(self, k, alpha, beta, u, cam):
         """View k's whitened residuals and Jacobians on its columns: features (r (m, 2), G (m, 2, C),
         Ju (m, 2, 2)) and landmarks (r (L, 2), G (L, 2, C), weights (L,))."""
-        K, E, f = self.K, self.E, cam.focal
+        K, E, (fx, fy) = self.K, self.E, cam.focal_xy
         tr, sel = self.tr, self.obs[k]
         C = len(self.cols[k])
 
         def project(X, Bid, Bex):
             RX = X @ cam.R.T
             Xc = RX + cam.t
-            r = f * Xc[:, :2] / Xc[:, 2:3] + self.c[k]
-            Jp, a, bu, bv = pose_jacobian(RX, Xc, f)
+            r = perspective(Xc, cam.focal_xy, self.c[k])
+            Jp, ax, ay, bu, bv = pose_jacobian(RX, Xc, fx, fy)
             dXc = np.zeros((len(X), 2, 3))
-            dXc[:, 0, 0], dXc[:, 0, 2], dXc[:, 1, 1], dXc[:, 1, 2] = a, bu, a, bv
+            dXc[:, 0, 0], dXc[:, 0, 2], dXc[:, 1, 1], dXc[:, 1, 2] = ax, bu, ay, bv
             dX = dXc @ cam.R                                                # (m, 2, 3) d(projection)/d(model point)
             G = np.zeros((len(X), 2, C))
             G[:, :, :K] = dX @ Bid

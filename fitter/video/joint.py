@@ -3,7 +3,7 @@
 rest refitted.
 
 Two signs that a view does not belong, each judged against the other views (robustly: m the median,
-s = 1.4826 × MAD, a view is an outlier when its value > max(m + OUTLIER_MADS · s, ratio · m, m + gap)):
+s the normal-consistent MAD (scipy, 1.4826… × the median absolute deviation), a view is an outlier when its value > max(m + OUTLIER_MADS · s, ratio · m, m + gap)):
 - identity disagreement: its landmark error in the joint fit over its error when fitted alone (its own
   identity). Another person's face fits the shared identity worse than its own (ratio
   DISAGREEMENT_RATIO, gap DISAGREEMENT_GAP); measured on a synthetic video with one frame of another
@@ -56,28 +56,30 @@ class JointFit:
 
 def robust_outliers(values, ratio, gap):
     """Indices of the values above max(m + OUTLIER_MADS · s, ratio · m, m + gap), and that threshold."""
+    from scipy.stats import median_abs_deviation  # here: scipy.stats takes 0.5 s to import
+
     v = np.asarray(values, float)
     m = float(np.median(v))
-    s = 1.4826 * float(np.median(np.abs(v - m)))
+    s = float(median_abs_deviation(v, scale="normal"))
     threshold = max(m + OUTLIER_MADS * s, ratio * m, m + gap)
     return [int(i) for i in np.flatnonzero(v > threshold)], threshold
 
 
-def fit_views(prepared, points_list, image_sizes, focal=None, max_rounds=MAX_ROUNDS, shared_expression=False):
+def fit_views(prepared, points_list, cameras, free_focal=False, max_rounds=MAX_ROUNDS, shared_expression=False):
     """Fit the views jointly, drop the ones that do not belong and refit. points_list: (478, 2) landmarks
-    per view; image_sizes: (W, H) per view; focal: px, one for all or None; shared_expression: one expression
-    for every view (fitter.photo.coarse.fit_landmarks). Returns a JointFit."""
+    per view; cameras: a Camera per view (intrinsics, size); free_focal: whether the focal lengths are solved;
+    shared_expression: one expression for every view (fitter.photo.coarse.fit_landmarks). Returns a JointFit."""
     t0 = time.perf_counter()
     n = len(points_list)
     kept = list(range(n))
     dropped, history = {}, []
     alone = None
     if n >= MIN_VIEWS_TO_DROP:  # each view's error with its own identity (once)
-        alone = np.array([fit_landmarks(prepared, [points_list[i]], [image_sizes[i]], focal=focal).images[0].error_iod
-                          for i in range(n)])
+        alone = np.array([fit_landmarks(prepared, [points_list[i]], [cameras[i]], free_focal=free_focal)
+                          .images[0].error_iod for i in range(n)])
     for rounds in range(1, max_rounds + 1):
-        fit = fit_landmarks(prepared, [points_list[i] for i in kept], [image_sizes[i] for i in kept], focal=focal,
-                            noise_fraction=joint_noise_fraction(len(kept)), shared_expression=shared_expression)
+        fit = fit_landmarks(prepared, [points_list[i] for i in kept], [cameras[i] for i in kept],
+                            free_focal=free_focal, noise_fraction=joint_noise_fraction(len(kept)), shared_expression=shared_expression)
         errors = np.array([im.error_iod for im in fit.images])
         record = {"views": len(kept), "errors_iod": [round(float(e), 5) for e in errors]}
         history.append(record)

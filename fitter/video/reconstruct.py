@@ -12,6 +12,7 @@ import numpy as np
 
 from ..detection import landmarks as lmk
 from ..errors import InputError, NoFaceError
+from ..geometry.camera import Camera
 from ..io import read_image
 from .frames import read_frames
 from .joint import fit_views
@@ -119,7 +120,8 @@ def _tally(records):
 
 def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture_size, times, refine=True,
                     medium=True, shared_expression=False):
-    joint = fit_views(prepared, [v.face.points for v in views], [v.face.image_size for v in views], focal=focal,
+    joint = fit_views(prepared, [v.face.points for v in views],
+                      [Camera.for_image(*v.face.image_size, focal) for v in views], free_focal=focal is None,
                       shared_expression=shared_expression)
     times["joint_fit_s"] = joint.seconds
     for j, reason in joint.dropped.items():
@@ -130,10 +132,10 @@ def _fit_and_finish(prepared, name, source, kind, records, views, focal, texture
     res = MultiViewResult(name, source, kind, records, views, joint, alpha,
                           model.shape(alpha, np.zeros(model.n_expression)), beta, model.shape(alpha, beta), times=times)
     if refine:
-        refine_views(prepared, res, shared_focal=kind == "video" and not focal, medium=medium)
+        res = refine_views(prepared, res, shared_focal=kind == "video" and not focal, medium=medium)
     t0 = time.perf_counter()
     make_texture_and_sheet(prepared, res, texture_size)
-    times["outputs_s"] = time.perf_counter() - t0
+    res.times["outputs_s"] = time.perf_counter() - t0
     return res
 
 

@@ -1,9 +1,10 @@
-"""Beyond landmarks, for the views of one person (`refine_views`, in place on a MultiViewResult): the
+"""Beyond landmarks, for the views of one person (`refine_views`: a MultiViewResult in, a new one out): the
 model-space refinement (fitter.video.bundle) from tracks of skin points, then, where it was applied, the
 multi-view medium stage (fitter.video.sweep), each behind its gate; what each did, or why it declined, is
 recorded in the result's `refinement` (params.json's "refinement").
 """
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from .sweep import MIN_CONFIDENT_FRACTION, medium_stage
 
 def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=True, min_tracks=None,
                  min_confident=MIN_CONFIDENT_FRACTION, follow=True, wide=True):
-    """Beyond landmarks (in place): the model-space refinement (fitter.video.bundle: identity, poses and a
+    """Beyond landmarks: the model-space refinement (fitter.video.bundle: identity, poses and a
     shared focal from tracks of skin points: SIFT matches between the kept views; for a video, with
     `follow`, points followed through every frame between them (fitter.video.flow); for photos, with
     `wide`, model-guided matches between views far apart (fitter.video.wide)), then, where it was applied
@@ -26,9 +27,12 @@ def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=True,
     area moved towards its confident offsets; one displacement for every view). Skipped, with the reason
     recorded, where the views give fewer than min_tracks tracks (None: MIN_TRACKS for a video,
     MIN_PHOTO_TRACKS for photos; too little surface texture), and the medium stage where the face is too
-    small for its sweep or the sweep is confident on less than min_confident of the face area. Records what it did in res.refinement. It runs
-    before the merged texture and the contact sheet are made (`reconstruct_video(refine=...)`); a result
-    whose outputs are made already keeps them as they were (the benchmarks compare shapes only)."""
+    small for its sweep or the sweep is confident on less than min_confident of the face area. Returns a new
+    MultiViewResult: the refined identity, cameras, expressions and shapes, what was done (or why not) in its
+    `refinement` and the stages' seconds in its `times`; `res` is left as it was. It runs before the merged
+    texture and the contact sheet are made (`reconstruct_video(refine=...)`); a result whose outputs are made
+    already keeps them as they were (the benchmarks compare shapes only)."""
+    res = replace(res, refinement=dict(res.refinement), times=dict(res.times))
     model, fits = prepared.model, res.joint.fit.images
     kept = res.kept_views
     views = [BundleView(v.image, im.camera, im.expression, v.face.points) for v, im in zip(kept, fits)]
@@ -54,29 +58,28 @@ def refine_views(prepared, res: MultiViewResult, shared_focal=True, medium=True,
     res.refinement["model_space"] = info
     if not out.info["applied"]:
         res.refinement["medium"] = "not run: it needs the refined cameras"
-        return
-    for im, cam, beta in zip(fits, out.cameras, out.expressions):
-        im.camera, im.expression = cam, beta
-    res.identity = out.identity
-    res.expression = np.median(out.expressions, axis=0)
-    res.joint.fit.identity = out.identity
-    _update_landmark_errors(prepared, res)
-    res.neutral = model.shape(res.identity, np.zeros(model.n_expression))
-    res.shape = model.shape(res.identity, res.expression)
+        return res
+    fits = [_refitted(prepared, out.identity, im, cam, beta) for im, cam, beta in zip(fits, out.cameras, out.expressions)]
+    expression = np.median(out.expressions, axis=0)
+    res = replace(res, joint=replace(res.joint, fit=replace(res.joint.fit, identity=out.identity, images=fits)),
+                  identity=out.identity, expression=expression,
+                  neutral=model.shape(out.identity, np.zeros(model.n_expression)),
+                  shape=model.shape(out.identity, expression))
     if not medium:
         res.refinement["medium"] = "off"
-        return
+        return res
     t0 = time.perf_counter()
     D, res.refinement["medium"] = medium_stage(prepared, [v.image for v in kept], [im.camera for im in fits],
                                                res.identity, [im.expression for im in fits], min_confident=min_confident)
-    res.neutral = res.neutral + D
-    res.shape = res.shape + D
     res.times["medium_s"] = time.perf_counter() - t0
+    return replace(res, neutral=res.neutral + D, shape=res.shape + D)
 
 
-def _update_landmark_errors(prepared, res: MultiViewResult):
-    """Each fitted view's projected landmarks and landmark error at the refined identity, expression and
-    camera (as the joint fit measures them: fitter.photo.coarse.landmark_error)."""
-    for im in res.joint.fit.images:
-        im.fitted_2d, im.error_px, im.error_iod = landmark_error(prepared.landmark_basis, res.identity, im.expression,
-                                                                 im.camera, im.landmarks_2d)
+def _refitted(prepared, identity, im, camera, expression):
+    """A fitted view's ImageFit at the refined identity, its refined camera and expression: its projected
+    landmarks and landmark error measured again (as the joint fit measures them:
+    fitter.photo.coarse.landmark_error)."""
+    fitted_2d, error_px, error_iod = landmark_error(prepared.landmark_basis, identity, expression, camera,
+                                                    im.landmarks_2d)
+    return replace(im, camera=camera, expression=expression, fitted_2d=fitted_2d, error_px=error_px,
+                   error_iod=error_iod)

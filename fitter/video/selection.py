@@ -112,16 +112,13 @@ def face_sharpness(image, face: lmk.FaceLandmarks):
 def estimate_yaw(prepared, points, image_size, focal=None):
     """Head yaw (degrees, fitter.geometry.camera.yaw_of_rotation) of detected landmarks (478, 2): PnP of the mean
     face's landmarks, the focal length given or the coarse stage's prior."""
-    from ..geometry.camera import yaw_of_rotation
-    from ..geometry.camera import focal_prior, image_centre
+    from ..geometry.camera import Camera, yaw_of_rotation
     from ..photo.coarse import check_focal_for_image, initial_pose, region_weights
 
-    W, H = image_size
     check_focal_for_image(focal, image_size)
-    f = focal or focal_prior(W, H)
     w = region_weights() * prepared.require_embedding().weights
-    R, _ = initial_pose(prepared.landmark_basis.at_yaw(0.0)[0], np.asarray(points, float), f,
-                        image_centre(W, H), w)
+    R, _ = initial_pose(prepared.landmark_basis.at_yaw(0.0)[0], np.asarray(points, float),
+                        Camera.for_image(*image_size, focal or None), w)
     return float(yaw_of_rotation(R))
 
 

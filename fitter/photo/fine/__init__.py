@@ -8,10 +8,10 @@
 | `fitter.photo.fine.ceres_tiles` | the depth objective (Eq. 9) as a Ceres problem: `DepthProblem` and its tile adapter |
 """
 from ..texture import LUMA, luma
-from .geometry import depth_discontinuities, depth_normals, forward_normals, pixel_rays, sh_gradient
+from .geometry import depth_discontinuities, depth_normals, forward_normals, sh_gradient
 from .photometric import fit_albedo, fit_lighting, fit_specular, region_average_albedo
 from .stage import FineConfig, FineResult, detail_mesh, displace_vertices, refine_depth, refined_region
 
 __all__ = ["FineConfig", "FineResult", "LUMA", "depth_discontinuities", "depth_normals", "detail_mesh",
            "displace_vertices", "fit_albedo", "fit_lighting", "fit_specular", "forward_normals", "luma",
-           "pixel_rays", "refine_depth", "refined_region", "region_average_albedo", "sh_gradient"]
+           "refine_depth", "refined_region", "region_average_albedo", "sh_gradient"]

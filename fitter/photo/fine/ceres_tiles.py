@@ -39,12 +39,12 @@ def import_pyceres():
 class DepthProblem:
     """Eq. 9 on the unknown pixels, cut into 4×4 residual tiles with scalar parameter blocks."""
 
-    def __init__(self, depth0, known, unknown, skin, K, image, gray_gradients, gradient_term=False):
+    def __init__(self, depth0, known, unknown, skin, camera, image, gray_gradients, gradient_term=False):
         # rows per pixel: photometric (luminance of the colour residual), prior, Laplacian
         # [, gradient matching in x and y]
         self.ROWS = 5 if gradient_term else 3
         self.h, self.w = depth0.shape
-        self.K = K
+        self.camera = camera
         self.depth0 = depth0
         self.unknown = unknown
         self.uidx = np.full(depth0.shape, -1, np.int64)
@@ -123,10 +123,9 @@ class DepthProblem:
         h, w = self.h, self.w
         pix = self.pix
         py, px = np.divmod(pix, w)
-        K = self.K
 
         def rays(u, v):
-            return np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones(len(u))], axis=1)
+            return self.camera.rays(np.column_stack([u, v]))
 
         self.r_p, self.r_r, self.r_d = rays(px, py), rays(px + 1.0, py), rays(px, py + 1.0)
         self.p_r = np.where(px < w - 1, pix + 1, pix)
@@ -193,8 +192,8 @@ class DepthProblem:
 
     def set_photo_weights(self, robust_scale=3.0, highlight_scale=0.0):
         """Weights √w on the photometric rows, a product of two factors (1 where a factor is off):
-        - Cauchy, 1/√(1 + (r/σ)²) from the residuals at the current depth, σ = `robust_scale` × 1.4826 ×
-          median |r|: pixels the shading model cannot explain at all (glasses frames, hair strands) stop
+        - Cauchy, 1/√(1 + (r/σ)²) from the residuals at the current depth, σ = `robust_scale` × the
+          normal-consistent median absolute residual (1.4826… × median |r|, scipy's MAD about 0): pixels the shading model cannot explain at all (glasses frames, hair strands) stop
           pulling the depth (IRLS, one reweighting per phase);
         - highlights, 1/√(1 + (β/`highlight_scale`)²) with β the specular layer ([0, 1] colour units): a
           highlight follows the normal far more sharply than the low-passed β can, so where β is large the
@@ -204,7 +203,10 @@ class DepthProblem:
         if robust_scale:
             self.compute(self.z.ravel()[self.upix], False)
             r = self.R_all.reshape(-1)[self.res_at[0]]
-            sigma = robust_scale * 1.4826 * max(float(np.median(np.abs(r[self.ph]))), 1e-6)
+            from scipy.stats import median_abs_deviation  # here: scipy.stats takes 0.5 s to import
+
+            mad = median_abs_deviation(r[self.ph], center=_zero, scale="normal")
+            sigma = robust_scale * max(float(mad), 1.4826e-6)
             weight /= np.sqrt(1.0 + (r / sigma) ** 2)
         if highlight_scale:
             weight /= np.sqrt(1.0 + (self.spec_p / highlight_scale) ** 2)
@@ -301,6 +303,11 @@ class DepthProblem:
                 "preprocessor_seconds": round(float(summary.preprocessor_time_in_seconds), 4),
                 "build_seconds": round(build, 4),
                 "evaluations": int(self.evaluations), "tiles": int(self.n_tiles), "unknowns": int(len(self.upix))}
+
+
+def _zero(x, axis):
+    """The centre 0 for scipy's median_abs_deviation: the median absolute value."""
+    return 0.0
 
 
 class _PassState:

@@ -1,14 +1,8 @@
-"""Fine stage geometry on a depth map (mm, camera frame, pinhole K of the crop): pixel rays, normals
+"""Fine stage geometry on a depth map (mm, camera frame of the crop's camera): normals
 by forward differences, the SH basis's gradient with respect to the normal, occlusion edges."""
 import numpy as np
 
 from ..texture import SH_C
-
-
-def pixel_rays(K, h, w):
-    """(h, w, 3) K⁻¹ [u, v, 1] for every pixel centre."""
-    u, v = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
-    return np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(u)], axis=2)
 
 
 def forward_normals(z, z_right, z_down, r, r_right, r_down):
@@ -23,10 +17,10 @@ def forward_normals(z, z_right, z_down, r, r_right, r_down):
     return m / norm, norm, a, b
 
 
-def depth_normals(depth, K):
+def depth_normals(depth, camera):
     """(h, w, 3) unit normals of a depth map (mm) by forward differences (`forward_normals`); the last
     row and column use depths repeated and rays extrapolated past the border."""
-    r = pixel_rays(K, *depth.shape)
+    r = camera.image_rays(*depth.shape)
     zr = np.concatenate([depth[:, 1:], depth[:, -1:]], axis=1)
     zd = np.concatenate([depth[1:], depth[-1:]], axis=0)
     rr = np.concatenate([r[:, 1:], r[:, -1:] + (r[:, -1:] - r[:, -2:-1])], axis=1)
@@ -62,6 +56,6 @@ def depth_discontinuities(depth, step_mm):
     return out
 
 
-def surface_normals(depth, K, mask):
+def surface_normals(depth, camera, mask):
     """Normals of the depth inside `mask`, the outside filled with the mean depth (no edge artefacts)."""
-    return depth_normals(np.where(mask, depth, depth[mask].mean() if mask.any() else 1.0), K)
+    return depth_normals(np.where(mask, depth, depth[mask].mean() if mask.any() else 1.0), camera)

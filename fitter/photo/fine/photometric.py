@@ -21,9 +21,9 @@ def image_gradients(image):
     return gx, gy
 
 
-def shading(depth, K, sh, mask):
+def shading(depth, camera, sh, mask):
     """(normals (h, w, 3), SH shading (h, w, 3)) of the depth inside `mask` (`surface_normals`)."""
-    n = surface_normals(depth, K, mask)
+    n = surface_normals(depth, camera, mask)
     return n, (sh_basis(n.reshape(-1, 3)) @ sh).reshape(depth.shape + (3,))
 
 

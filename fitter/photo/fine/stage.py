@@ -42,7 +42,7 @@ from ...geometry.camera import Camera, crop_image, square_box
 from ...geometry.mesh import vertex_normals
 from ...geometry.render import depth_visible, get_renderer
 from .ceres_tiles import DepthProblem
-from .geometry import depth_discontinuities, depth_normals, pixel_rays, surface_normals
+from .geometry import depth_discontinuities, depth_normals, surface_normals
 from .photometric import fit_albedo, fit_lighting, fit_specular, image_gradients, region_average_albedo, shading
 
 
@@ -98,7 +98,7 @@ class FineResult:
         valid[:, :-1] &= ok[:, 1:]
         valid[:-1] &= ok[1:]
         valid[-1] = valid[:, -1] = False
-        return depth_normals(d, self.camera.K), valid
+        return depth_normals(d, self.camera), valid
 
     def to_dict(self):
         return {"seconds": round(self.seconds, 4), "crop_box": [int(v) for v in self.crop_box],
@@ -183,14 +183,14 @@ def refine_depth(prepared, V, camera: Camera, image, labels, config: FineConfig 
     times["albedo_light_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     gradient_term = any(lam[2] > 0 for lam in cfg.phases)
-    problem = DepthProblem(full.depth0, full.known, full.unknown, full.skin, full.camera.K, full.image,
+    problem = DepthProblem(full.depth0, full.known, full.unknown, full.skin, full.camera, full.image,
                            image_gradients(full.image), gradient_term=gradient_term)
     solver = [_depth_phase_1(prepared, V, camera, image, labels, box, full, problem, photo, cfg)]
     times["depth_phase_1_s"] = time.perf_counter() - t0
 
     # albedo and specular again from the new normals (S2 alternates), then phase 2 at full resolution
     t0 = time.perf_counter()
-    _, shade = shading(problem.z, full.camera.K, photo.sh, full.known)
+    _, shade = shading(problem.z, full.camera, photo.sh, full.known)
     photo.albedo = fit_albedo(full.image, np.clip(shade, 1e-3, None), photo.average, photo.region, cfg.albedo_avg,
                               cfg.albedo_rtv, cfg.rtv_sigma, iterations=1, start=photo.albedo)
     photo.specular = fit_specular(full.image, photo.albedo * shade, full.skin, cfg.specular_reg, cfg.specular_sigma)
@@ -225,17 +225,17 @@ class _Photometry:
 def _first_photometry(full: _Crop, cfg: FineConfig):
     """Lighting with the mean albedo (Eq. 5, ε = 0), then albedo (Eq. 6), lighting again, and specular
     (Eq. 8), all at the medium depth."""
-    K = full.camera.K
+    camera = full.camera
     region = full.known & (full.labels > 0)
-    n0 = surface_normals(full.depth0, K, full.known)
+    n0 = surface_normals(full.depth0, camera, full.known)
     flat = region_average_albedo(full.image, np.ones_like(full.image), full.labels, region)
     sh = fit_lighting(n0, full.image, flat, full.skin)
-    _, shade = shading(full.depth0, K, sh, full.known)
+    _, shade = shading(full.depth0, camera, sh, full.known)
     avg = region_average_albedo(full.image, np.clip(shade, 1e-3, None), full.labels, region)
     albedo = fit_albedo(full.image, np.clip(shade, 1e-3, None), avg, region, cfg.albedo_avg, cfg.albedo_rtv,
                         cfg.rtv_sigma, iterations=cfg.albedo_iterations)
     sh = fit_lighting(n0, full.image, albedo, full.skin)
-    _, shade = shading(full.depth0, K, sh, full.known)
+    _, shade = shading(full.depth0, camera, sh, full.known)
     specular = fit_specular(full.image, albedo * shade, full.skin, cfg.specular_reg, cfg.specular_sigma)
     return _Photometry(sh, albedo, specular, avg, region)
 
@@ -252,7 +252,7 @@ def _depth_phase_1(prepared, V, camera, image, labels, box, full: _Crop, problem
     n1 = max(int(round(size * cfg.phase1_scale)), 16)
     low = _crop_scale(prepared, V, camera, image, labels, box, n1, cfg, pixel_scale=size / n1)
     down = lambda x: cv2.resize(x, (n1, n1), interpolation=cv2.INTER_AREA)  # noqa: E731
-    p1 = DepthProblem(low.depth0, low.known, low.unknown, low.skin, low.camera.K, low.image,
+    p1 = DepthProblem(low.depth0, low.known, low.unknown, low.skin, low.camera, low.image,
                       image_gradients(low.image), gradient_term=problem.ROWS == 5)
     p1.set_terms(photo.sh, down(photo.albedo), down(photo.specular), cfg.phases[0])
     p1.set_photo_weights(cfg.robust_scale, cfg.highlight_scale)
@@ -298,7 +298,7 @@ def detail_mesh(result: FineResult):
     ok = d > 0
     idx = np.full(d.shape, -1, np.int64)
     idx[ok] = np.arange(ok.sum())
-    X = (d[..., None] * pixel_rays(result.camera.K, h, w))[ok]
+    X = (d[..., None] * result.camera.image_rays(h, w))[ok]
     a, b, c, e = idx[:-1, :-1], idx[:-1, 1:], idx[1:, :-1], idx[1:, 1:]
     quad = (a >= 0) & (b >= 0) & (c >= 0) & (e >= 0)
     F = np.concatenate([np.stack([a[quad], c[quad], b[quad]], 1), np.stack([b[quad], c[quad], e[quad]], 1)])

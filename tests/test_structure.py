@@ -143,3 +143,21 @@ def test_one_levenberg_marquardt_loop():
     damping = re.compile(r"\bmu\s*(\*=|/=|=\s*max\(\s*mu\s*/)")
     loops = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "fitter").rglob("*.py") if damping.search(p.read_text()))
     assert loops == ["fitter/geometry/least_squares.py"]
+
+
+K_ENTRY = re.compile(r"\bK\s*\[\s*[012]\s*,\s*[012]\s*\]|\bK\s*\[\s*[012]\s*\]|inv\(\s*[\w.]*K\b|[\w.]*\bK\.T\b")
+
+
+def test_the_k_entry_check_sees_intrinsic_algebra():
+    for text in ("u - K[0, 2]", "fx, s, cx = K[0]", "np.linalg.inv(cam.K)", "X @ mesh.K.T"):
+        assert K_ENTRY.search(text), text
+    assert not K_ENTRY.search("camera.K.copy()") and not K_ENTRY.search("Camera(K, R, t)")
+
+
+def test_only_the_camera_module_reads_the_intrinsics_matrix():
+    """Projection, rays and the rest of the intrinsic algebra live in fitter.geometry.camera: no other
+    library module indexes K, inverts it or multiplies by its transpose."""
+    found = [f"{p.relative_to(ROOT)}: {line.strip()}" for p in sorted((ROOT / "fitter").rglob("*.py")) + sorted(
+        (ROOT / "cli").rglob("*.py")) if p.name != "camera.py" for line in p.read_text().splitlines()
+        if K_ENTRY.search(line.split("#")[0])]
+    assert not found, found

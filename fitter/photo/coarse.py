@@ -211,6 +211,9 @@ def fit_landmarks(prepared, points_list, cameras, free_focal=False, iterations=8
                              f"{len(points_list)} images")
         free = free_focal if isinstance(free_focal, (list, tuple)) else [free_focal] * len(points_list)
         for cam, is_free in zip(cameras, free):
+            if cam.width <= 0 or cam.height <= 0:
+                raise InputError("fit_landmarks needs each camera's image size (Camera(K, width=W, height=H), "
+                                 "or Camera.for_image(W, H, focal))")
             if not is_free:
                 check_focal_for_image(cam.focal, (cam.width, cam.height))
         images = [_start_image(lb, u, cam, is_free, base_w, noise_fraction) for u, cam, is_free in

@@ -3,7 +3,7 @@
 | module | holds |
 |---|---|
 | `fitter.photo.fine.stage` | `FineConfig`, `FineResult`, `refine_depth` (the stage), the crop, the write-back onto the mesh, `detail_mesh` |
-| `fitter.photo.fine.geometry` | pixel rays, normals of a depth map, the SH gradient, occlusion edges |
+| `fitter.photo.fine.geometry` | normals of a depth map (rays from the crop's camera), the SH gradient, occlusion edges |
 | `fitter.photo.fine.photometric` | SH lighting, region-average albedo, RTV albedo, specular layer, luminance |
 | `fitter.photo.fine.ceres_tiles` | the depth objective (Eq. 9) as a Ceres problem: `DepthProblem` and its tile adapter |
 """
